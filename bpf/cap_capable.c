@@ -1,0 +1,164 @@
+/* Count cap_capable() checks and denials per comm and capability, in kernel maps.
+ *
+ * Options (-D): one of MODE_FEXIT, MODE_KPROBE, MODE_TRACEPOINT;
+ * CHECKS_MAX_ENTRIES, INFLIGHT_MAX_ENTRIES; COUNT_NOAUDIT; CAP_AUDIT_ARG_INT
+ * (kernels before 5.1, where the 4th argument is "int audit");
+ * KEY_UID, KEY_CGROUP; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
+ */
+#include "capability.h"
+
+/* Kernel headers would bring this; the shim deliberately brings almost nothing. */
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+struct cred;
+struct user_namespace;
+
+/* Per-CPU values: the hottest keys (one busy comm, one capability) are hit on
+ * every CPU at once, and a shared counter would bounce its cache line between
+ * them. Plain increments are safe: a tracing program never runs twice at once
+ * on one CPU (kprobes and tracepoints hold bpf_prog_active; a nested fexit run
+ * is skipped and shows as a recursion miss, which the exporter exports). */
+BPF_PERCPU_HASH(checks, struct check_key, struct check_value, CHECKS_MAX_ENTRIES);
+BPF_PERCPU_ARRAY(drops, __u64, DROP_SLOTS);
+
+#ifdef FILTER_UIDS
+BPF_HASH(filter_uids, __u32, __u8, FILTER_UIDS);
+#endif
+#ifdef FILTER_PIDS
+BPF_HASH(filter_pids, __u32, __u8, FILTER_PIDS);
+#endif
+#ifdef FILTER_CGROUP
+BPF_CGROUP_ARRAY(filter_cgroup, 1);
+#endif
+
+static __always_inline void count_drop(int slot)
+{
+	__u64 *drop = drops.lookup(&slot);
+
+	if (drop)
+		(*drop)++;
+}
+
+static __always_inline bool is_noaudit(unsigned long opts)
+{
+#ifdef CAP_AUDIT_ARG_INT
+	return (int)opts == 0;
+#else
+	return opts & CAP_OPT_NOAUDIT;
+#endif
+}
+
+/* Checks the user filtered out cost one lookup each and touch no counter. */
+static __always_inline bool is_wanted(__u32 uid)
+{
+#ifdef FILTER_UIDS
+	if (!filter_uids.lookup(&uid))
+		return false;
+#endif
+#ifdef FILTER_PIDS
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!filter_pids.lookup(&tgid))
+		return false;
+#endif
+#ifdef FILTER_CGROUP
+	if (filter_cgroup.check_current_task(0) != 1)
+		return false;
+#endif
+	return true;
+}
+
+static __always_inline void count_check(int cap, int ret)
+{
+	struct check_key key = {};
+	struct check_value *value;
+	__u32 uid = bpf_get_current_uid_gid();
+
+	if (!is_wanted(uid))
+		return;
+	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	key.cap = cap;
+#ifdef KEY_UID
+	key.uid = uid;
+#endif
+#ifdef KEY_CGROUP
+	key.cgroup_id = bpf_get_current_cgroup_id();
+#endif
+	value = checks.lookup(&key);
+	if (!value) {
+		struct check_value zero = {};
+		int err = checks.insert(&key, &zero);
+
+		/* Another CPU may have inserted the key first; only a full map loses the count. */
+		if (err && err != -EEXIST) {
+			count_drop(DROP_CHECKS);
+			return;
+		}
+		value = checks.lookup(&key);
+		if (!value)
+			return;
+	}
+	value->checks++;
+	if (ret != 0)
+		value->denials++;
+}
+
+#if defined(MODE_FEXIT)
+
+KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
+	       int cap, unsigned int opts, int ret)
+{
+#ifndef COUNT_NOAUDIT
+	if (is_noaudit(opts))
+		return 0;
+#endif
+	count_check(cap, ret);
+	return 0;
+}
+
+#elif defined(MODE_KPROBE)
+
+/* The capability seen on entry, keyed by thread id, until the return probe. */
+BPF_HASH(inflight, __u32, int, INFLIGHT_MAX_ENTRIES);
+
+int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
+			struct user_namespace *ns, int cap, unsigned long opts)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+
+#ifndef COUNT_NOAUDIT
+	if (is_noaudit(opts))
+		return 0;
+#endif
+	if (inflight.update(&tid, &cap))
+		count_drop(DROP_INFLIGHT);
+	return 0;
+}
+
+int kretprobe__cap_capable(struct pt_regs *ctx)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+	int *cap = inflight.lookup(&tid);
+
+	if (!cap)
+		return 0;
+	count_check(*cap, PT_REGS_RC(ctx));
+	inflight.delete(&tid);
+	return 0;
+}
+
+#elif defined(MODE_TRACEPOINT)
+
+/* The tracepoint (Linux 6.14+) has no opts field: audited and non-audited
+ * checks are counted alike, and the exporter's probe_info says so. */
+TRACEPOINT_PROBE(capability, cap_capable)
+{
+	count_check(args->cap, args->ret);
+	return 0;
+}
+
+#else
+#error "define one of MODE_FEXIT, MODE_KPROBE, MODE_TRACEPOINT"
+#endif

@@ -1,0 +1,1 @@
+/* BCC includes this file; nothing in it is needed by our programs. */

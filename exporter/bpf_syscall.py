@@ -1,0 +1,117 @@
+"""The bpf() system call through ctypes: the few commands the serving process needs without BCC."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from typing import Iterator, Optional
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280}
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _MapElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class _IdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+
+class _StatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
+
+
+class MapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info; the kernel fills only as much as we ask for."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"bpf() syscall number unknown on {platform.machine()}")
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    return info
+
+
+def map_keys(fd: int, key_type: type) -> Iterator[ctypes.Structure]:
+    """Every key of a hash map; keys added meanwhile may or may not be seen."""
+    key: Optional[ctypes.Structure] = None
+    while True:
+        next_key = key_type()
+        attr = _MapElemAttr(
+            map_fd=fd,
+            key=ctypes.addressof(key) if key is not None else 0,
+            value=ctypes.addressof(next_key),
+        )
+        try:
+            _bpf(BPF_MAP_GET_NEXT_KEY, attr)
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                return
+            raise
+        yield next_key
+        key = next_key
+
+
+def map_lookup(fd: int, key: ctypes._CData, value: ctypes.Array) -> bool:
+    """Fill value with the entry for key; False when there is none."""
+    attr = _MapElemAttr(map_fd=fd, key=ctypes.addressof(key), value=ctypes.addressof(value))
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """An fd for a loaded program (needs CAP_SYS_ADMIN); OSError ENOENT once it is gone."""
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _IdAttr(id=prog_id))
+
+
+def enable_stats() -> int:
+    """Turn on BPF run-time statistics for as long as the returned fd stays open."""
+    return _bpf(BPF_ENABLE_STATS, _StatsAttr(type=BPF_STATS_RUN_TIME))

@@ -1,0 +1,176 @@
+"""Command-line flags and the exporter's lifecycle: load, attach, drop privileges, serve, detach."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import NoReturn, Optional
+
+from prometheus_client import CollectorRegistry
+
+from . import __version__, config, kernel, loader, privileges, progstats, server
+from .cgroups import CgroupNames
+from .collector import CapabilityCollector, ProbeInfo
+from .layouts import CheckKey, CheckValue, DropKey, DropValue
+from .maps import BpfMap, LayoutError
+from .probes import LoadError
+
+log = logging.getLogger("exporter")
+
+PROG = "capability-exporter"
+DEFAULT_LISTEN = ":9661"
+DEFAULT_CONFIG = "config/default.yaml"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see --help)", EXIT_USAGE)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Prometheus exporter for Linux capability checks and denials, counted in the kernel with eBPF.",
+    )
+    p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"address to serve metrics on (default {DEFAULT_LISTEN})")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
+                   help="path under which to serve metrics (default /metrics)")
+    p.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG, metavar="FILE",
+                   help=f"YAML config file (default {DEFAULT_CONFIG})")
+    p.add_argument("--config.check", dest="config_check", action="store_true",
+                   help="validate the config, compile and attach the probe, report the attach mode, and exit")
+    p.add_argument("--probe.mode", dest="mode", choices=config.MODES, metavar="MODE",
+                   help="attach mode: auto, fexit, kprobe or tracepoint (overrides probe.mode in the config)")
+    p.add_argument("--bpf.stats", dest="bpf_stats", action="store_true",
+                   help="turn on kernel BPF run statistics while running (overrides probe.bpf_stats)")
+    p.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS, default="info", metavar="LEVEL",
+                   help="debug, info, warn or error (default info)")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return p
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        level = {"WARNING": "warn"}.get(record.levelname, record.levelname.lower())
+        message = record.getMessage().replace('"', '\\"')
+        return f'ts={ts} level={level} source={record.name} msg="{message}"'
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": logging.WARNING}.get(level, level.upper()))
+
+
+def _load_config(args: argparse.Namespace) -> config.Config:
+    if not args.telemetry_path.startswith("/"):
+        _fail(f"--web.telemetry-path must start with '/' (got {args.telemetry_path!r})", EXIT_USAGE)
+    try:
+        cfg = config.load(args.config_file)
+    except config.ConfigError as err:
+        _fail(f"invalid config {err}", EXIT_USAGE)
+    if args.mode:
+        cfg = config.with_probe(cfg, mode=args.mode)
+    if args.bpf_stats:
+        cfg = config.with_probe(cfg, bpf_stats=True)
+    return cfg
+
+
+def _attach(cfg: config.Config) -> tuple[loader.Attachment, BpfMap, BpfMap]:
+    try:
+        kernel.ensure_tracefs()
+        attachment = loader.load(cfg)
+    except (LoadError, OSError) as err:
+        _fail(str(err), EXIT_FAILURE)
+    for mode, why in attachment.reasons.items():
+        log.info("attach mode %s not used: %s", mode, why)
+    try:
+        cpus = kernel.possible_cpus()
+        checks = BpfMap("checks", attachment.maps["checks"], CheckKey, CheckValue, cpus)
+        drops = BpfMap("drops", attachment.maps["drops"], DropKey, DropValue, cpus)
+    except (LayoutError, OSError) as err:
+        attachment.close()
+        _fail(str(err), EXIT_FAILURE)
+    return attachment, checks, drops
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    cfg = _load_config(args)
+    if args.config_check:
+        return _check(cfg)
+    return _serve(args, cfg)
+
+
+def _check(cfg: config.Config) -> int:
+    attachment, _, _ = _attach(cfg)
+    others = "; ".join(f"{m}: {why}" for m, why in attachment.reasons.items())
+    print(f"config ok; attach mode {attachment.mode}" + (f" (not used: {others})" if others else ""))
+    attachment.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
+    registry = CollectorRegistry(auto_describe=False)
+    mode = {"name": "starting"}
+    try:
+        httpd = server.bind(args.listen, server.app(registry, args.telemetry_path, lambda: mode["name"]))
+    except server.ListenError as err:
+        _fail(str(err), EXIT_USAGE)
+    stats_fd = progstats.enable() if cfg.probe.bpf_stats else None
+    attachment, checks, drops = _attach(cfg)
+    mode["name"] = attachment.mode
+    log.info("attached to cap_capable in %s mode", attachment.mode)
+    _drop_privileges()
+    registry.register(
+        CapabilityCollector(
+            checks, drops, attachment.programs,
+            ProbeInfo.of(attachment.mode, cfg.probe.count_noaudit),
+            cfg.labels, config.comm_filter(cfg.filters), CgroupNames(kernel.cgroup2_mount()),
+            # A BPF_ENABLE_STATS fd turns stats on without showing in the sysctl.
+            stats_enabled=lambda: stats_fd is not None or progstats.enabled(),
+        )
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
+    thread.start()
+    log.info("serving metrics on %s%s", args.listen, args.telemetry_path)
+    while not stop.wait(3600):
+        pass
+    log.info("shutting down: detaching from cap_capable")
+    httpd.shutdown()
+    httpd.server_close()
+    attachment.close()
+    progstats.disable(stats_fd)
+    return 0
+
+
+def _drop_privileges() -> None:
+    keep = privileges.needed_to_read_maps()
+    try:
+        result = privileges.drop_all(keep)
+    except privileges.PrivilegeError as err:
+        _fail(f"cannot drop capabilities: {err}", EXIT_FAILURE)
+    log.info(
+        "dropped capabilities; kept %s; bounding set %s",
+        ", ".join(result.kept) or "none",
+        "emptied" if result.bounding_dropped else "unchanged",
+    )

@@ -1,0 +1,183 @@
+"""The Prometheus collector: reads the BPF maps at scrape time and yields fresh metric families."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__, capabilities, progstats
+from .cgroups import CgroupNames
+from .config import LabelsConfig
+from .layouts import DROP_SLOTS, decode_comm
+from .maps import BpfMap, total
+
+log = logging.getLogger(__name__)
+
+PREFIX = "capability_exporter_"
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """What the exporter attached to and what it can see, for probe_info."""
+
+    mode: str
+    noaudit: str  # excluded | included | indistinguishable
+
+    @classmethod
+    def of(cls, mode: str, count_noaudit: bool) -> "ProbeInfo":
+        if mode == "tracepoint":
+            return cls(mode, "indistinguishable")
+        return cls(mode, "included" if count_noaudit else "excluded")
+
+
+class CapabilityCollector(Collector):
+    """Capability checks and denials per comm and capability, plus the exporter's own health."""
+
+    def __init__(
+        self,
+        checks: BpfMap,
+        drops: BpfMap,
+        programs: dict[str, int],
+        probe: ProbeInfo,
+        labels: LabelsConfig,
+        keep_comm: Callable[[str], bool],
+        cgroup_names: CgroupNames,
+        stats_enabled: Callable[[], bool] = progstats.enabled,
+        read_program_stats: Callable[[int], dict[str, int]] = progstats.read,
+    ):
+        self.checks = checks
+        self.drops = drops
+        self.programs = programs
+        self.probe = probe
+        self.labels = labels
+        self.keep_comm = keep_comm
+        self.cgroup_names = cgroup_names
+        self.stats_enabled = stats_enabled
+        self.read_program_stats = read_program_stats
+        self.label_names = ["comm", "capability"] + [n for n in ("uid", "cgroup") if getattr(labels, n)]
+
+    def collect(self) -> Iterator[Metric]:
+        start = time.perf_counter()
+        families: list[Metric] = list(self._info())
+        read_ok = GaugeMetricFamily(
+            PREFIX + "bpf_map_read_success", "Whether the last read of a BPF map succeeded (1) or not (0).", labels=["map"]
+        )
+        for name, section in (("checks", self._checks), ("drops", self._drops)):
+            try:
+                families.extend(section())
+                read_ok.add_metric([name], 1)
+            except OSError as err:
+                log.error("reading BPF map %s failed: %s", name, err)
+                read_ok.add_metric([name], 0)
+        families.append(read_ok)
+        families.extend(self._programs())
+        yield from families
+        yield GaugeMetricFamily(
+            PREFIX + "scrape_duration_seconds",
+            "How long reading the BPF maps and programs took for this scrape.",
+            value=time.perf_counter() - start,
+        )
+
+    def _info(self) -> Iterable[Metric]:
+        build = GaugeMetricFamily(
+            PREFIX + "build_info", "The exporter's version, as labels; always 1.", labels=["version", "pythonversion"]
+        )
+        build.add_metric([__version__, platform.python_version()], 1)
+        probe = GaugeMetricFamily(
+            PREFIX + "probe_info",
+            "The attach mode in use; noaudit says whether non-audited checks are excluded, included, "
+            "or indistinguishable from audited ones in this mode. Always 1.",
+            labels=["probe", "mode", "noaudit"],
+        )
+        probe.add_metric(["cap_capable", self.probe.mode, self.probe.noaudit], 1)
+        return [build, probe]
+
+    def _checks(self) -> Iterable[Metric]:
+        self.cgroup_names.new_scrape()
+        series: dict[tuple[str, ...], list[int]] = {}
+        entries = 0
+        for key, values in self.checks.items():
+            entries += 1
+            comm = decode_comm(key.comm)
+            if not self.keep_comm(comm):
+                continue
+            counts = series.setdefault(self._label_values(key, comm), [0, 0])
+            value = total(values)
+            counts[0] += value.checks
+            counts[1] += value.denials
+        checks = CounterMetricFamily(
+            "capability_checks", "Capability checks (cap_capable calls), granted and denied.", labels=self.label_names
+        )
+        denials = CounterMetricFamily(
+            "capability_denials", "Capability checks that were denied.", labels=self.label_names
+        )
+        for labels, (n_checks, n_denials) in series.items():
+            checks.add_metric(labels, n_checks)
+            denials.add_metric(labels, n_denials)
+        map_entries = GaugeMetricFamily(
+            PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"]
+        )
+        map_entries.add_metric(["checks"], entries)
+        capacity = GaugeMetricFamily(
+            PREFIX + "bpf_map_capacity", "The most entries a BPF map can hold (max_entries).", labels=["map"]
+        )
+        capacity.add_metric(["checks"], self.checks.capacity)
+        return [checks, denials, map_entries, capacity]
+
+    def _label_values(self, key, comm: str) -> tuple[str, ...]:
+        values = [comm, capabilities.name(key.cap)]
+        if self.labels.uid:
+            values.append(str(key.uid))
+        if self.labels.cgroup:
+            values.append(self.cgroup_names.name(key.cgroup_id))
+        return tuple(values)
+
+    def _drops(self) -> Iterable[Metric]:
+        drops = CounterMetricFamily(
+            PREFIX + "bpf_map_full_drops",
+            "Counts lost because a BPF map was full; raise the map's size in the config if this grows.",
+            labels=["map"],
+        )
+        slots = {"checks": DROP_SLOTS["checks"]}
+        if self.probe.mode == "kprobe":
+            slots["inflight"] = DROP_SLOTS["inflight"]
+        for name, slot in slots.items():
+            drops.add_metric([name], total(self.drops.lookup(self.drops.key_type(slot))))
+        return [drops]
+
+    def _programs(self) -> Iterable[Metric]:
+        stats_on = self.stats_enabled()
+        enabled = GaugeMetricFamily(
+            PREFIX + "bpf_stats_enabled",
+            "Whether the kernel counts BPF program runs (kernel.bpf_stats_enabled or --bpf.stats).",
+            value=int(stats_on),
+        )
+        runs = CounterMetricFamily(
+            PREFIX + "bpf_program_runs", "Times a BPF program ran (while BPF stats are on).", labels=["program"]
+        )
+        seconds = CounterMetricFamily(
+            PREFIX + "bpf_program_run_seconds", "Time spent in a BPF program (while BPF stats are on).", labels=["program"]
+        )
+        misses = CounterMetricFamily(
+            PREFIX + "bpf_program_recursion_misses",
+            "Runs of a BPF program the kernel skipped because it was already running on that CPU; "
+            "each is a check that was not counted.",
+            labels=["program"],
+        )
+        for name, fd in self.programs.items():
+            try:
+                stats = self.read_program_stats(fd)
+            except OSError as err:
+                log.error("reading stats of BPF program %s failed: %s", name, err)
+                continue
+            if stats_on:
+                runs.add_metric([name], stats.get("run_cnt", 0))
+                seconds.add_metric([name], stats.get("run_time_ns", 0) / 1e9)
+            misses.add_metric([name], stats.get("recursion_misses", 0))
+        return [enabled, runs, seconds, misses] if stats_on else [enabled, misses]

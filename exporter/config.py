@@ -1,0 +1,214 @@
+"""The YAML config: typed dataclasses, validated with every problem reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import yaml
+
+MODES = ("auto", "fexit", "kprobe", "tracepoint")
+MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
+MAX_MAP_ENTRIES = 1 << 24
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; carries every problem found."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _at_least(low: int, high: Optional[int] = None) -> Callable[[int], Optional[str]]:
+    def check(value: int) -> Optional[str]:
+        if value < low:
+            return f"must be at least {low} (got {value})"
+        if high is not None and value > high:
+            return f"must be at most {high} (got {value})"
+        return None
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], Optional[str]]:
+    def check(value: str) -> Optional[str]:
+        if value not in choices:
+            return f"must be one of {', '.join(choices)} (got {value!r})"
+        return None
+
+    return check
+
+
+def _each(check: Callable[[Any], Optional[str]]) -> Callable[[tuple], Optional[str]]:
+    def check_all(values: tuple) -> Optional[str]:
+        problems = [f"item {i}: {p}" for i, v in enumerate(values) if (p := check(v))]
+        return "; ".join(problems) or None
+
+    return check_all
+
+
+def _regex(pattern: str) -> Optional[str]:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        return f"bad regular expression {pattern!r}: {err}"
+    return None
+
+
+def _cgroup_path(path: str) -> Optional[str]:
+    if path and not path.startswith("/"):
+        return f"must be a cgroup v2 path starting with '/' (got {path!r})"
+    return None
+
+
+def _checked(default: Any, check: Callable[[Any], Optional[str]]) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    mode: str = _checked("auto", _one_of(MODES))
+    count_noaudit: bool = False
+    bpf_stats: bool = False
+
+
+@dataclass(frozen=True)
+class MapsConfig:
+    checks_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+    inflight_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+
+
+@dataclass(frozen=True)
+class FiltersConfig:
+    comm_include: tuple[str, ...] = _checked((), _each(_regex))
+    comm_exclude: tuple[str, ...] = _checked((), _each(_regex))
+    uids: tuple[int, ...] = _checked((), _each(_at_least(0, MAX_UID)))
+    pids: tuple[int, ...] = _checked((), _each(_at_least(1, 2**22)))
+    cgroup_prefix: str = _checked("", _cgroup_path)
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    uid: bool = False
+    cgroup: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    probe: ProbeConfig = ProbeConfig()
+    maps: MapsConfig = MapsConfig()
+    filters: FiltersConfig = FiltersConfig()
+    labels: LabelsConfig = LabelsConfig()
+
+
+def load(path: str) -> Config:
+    """Read and validate a config file; raise ConfigError with every problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise ConfigError(path, [f"cannot read the file: {err.strerror}"]) from None
+    return parse(text, path)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(source, [f"not valid YAML{line}: {problem}"]) from None
+    if data is None:
+        data = {}
+    problems: list[str] = []
+    config = _build(Config, data, "", problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{path or 'the top level'}: must be a mapping (got {_type_name(data)})")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(fields)
+            problems.append(f"{path}{key}: unknown key (known here: {known})")
+    values = {}
+    for name, fld in fields.items():
+        if name not in data:
+            continue
+        where = f"{path}{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], data[name], where + ".", problems)
+            continue
+        value, problem = _convert(hints[name], data[name])
+        if problem is None and "check" in fld.metadata:
+            problem = fld.metadata["check"](value)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        else:
+            values[name] = value
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any) -> tuple[Any, Optional[str]]:
+    if typing.get_origin(hint) is tuple:
+        item_type = typing.get_args(hint)[0]
+        if value is None:
+            return (), None
+        if not isinstance(value, list):
+            return None, f"must be a list of {item_type.__name__} (got {_type_name(value)})"
+        bad = [i for i, v in enumerate(value) if not _is_a(item_type, v)]
+        if bad:
+            return None, f"item {bad[0]} must be {item_type.__name__} (got {_type_name(value[bad[0]])})"
+        return tuple(value), None
+    if not _is_a(hint, value):
+        return None, f"must be {hint.__name__} (got {_type_name(value)})"
+    return value, None
+
+
+def _is_a(kind: type, value: Any) -> bool:
+    # YAML's true/false are ints to Python; they are not numbers here.
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}
+    if isinstance(value, bool):
+        return f"a boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return names.get(type(value), type(value).__name__)
+
+
+def with_probe(config: Config, **changes: Any) -> Config:
+    """The config with probe settings from flags (--probe.mode, --bpf.stats) over the file's."""
+    return dataclasses.replace(config, probe=dataclasses.replace(config.probe, **changes))
+
+
+def comm_filter(filters: FiltersConfig) -> Callable[[str], bool]:
+    """A predicate that keeps a comm the include/exclude regexes let through.
+
+    The regexes are anchored at both ends, as in Prometheus relabelling.
+    """
+    include = [re.compile(p) for p in filters.comm_include]
+    exclude = [re.compile(p) for p in filters.comm_exclude]
+
+    def keep(comm: str) -> bool:
+        if include and not any(p.fullmatch(comm) for p in include):
+            return False
+        return not any(p.fullmatch(comm) for p in exclude)
+
+    return keep

@@ -1,0 +1,89 @@
+"""Facts about the running kernel and the filesystems BPF tracing needs."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import re
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+TRACEFS = "/sys/kernel/tracing"
+DEBUGFS_TRACING = "/sys/kernel/debug/tracing"
+KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
+BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
+
+
+def version(release: Optional[str] = None) -> tuple[int, int, int]:
+    """(major, minor, patch) of a release string such as 6.18.44-fc-v769."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release or platform.release())
+    if not match:
+        return (0, 0, 0)
+    return (int(match[1]), int(match[2]), int(match[3] or 0))
+
+
+def version_string() -> str:
+    return platform.release()
+
+
+def version_code(release: Optional[str] = None) -> int:
+    """LINUX_VERSION_CODE of a release, as include/linux/version.h computes it."""
+    major, minor, patch = version(release)
+    return (major << 16) + (minor << 8) + min(patch, 255)
+
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """How many slots a per-CPU map value has: one per possible CPU."""
+    with open(path, encoding="ascii") as f:
+        text = f.read().strip()
+    highest = 0
+    for part in text.split(","):
+        highest = max(highest, int(part.split("-")[-1]))
+    return highest + 1
+
+
+def tracing_dir() -> Optional[str]:
+    """The mounted tracefs, where BCC reads tracepoint formats; None if none is mounted."""
+    for path in (DEBUGFS_TRACING, TRACEFS):
+        if os.path.isdir(os.path.join(path, "events")):
+            return path
+    return None
+
+
+def ensure_tracefs() -> str:
+    """Mount tracefs at /sys/kernel/tracing unless some tracefs is already mounted."""
+    found = tracing_dir()
+    if found:
+        return found
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}")
+    log.info("mounted tracefs at %s", TRACEFS)
+    return TRACEFS
+
+
+def has_kprobes() -> bool:
+    """Whether the kernel can make kprobes: a kprobe PMU or the legacy kprobe_events file."""
+    if os.path.isdir(KPROBE_PMU):
+        return True
+    tracing = tracing_dir()
+    return tracing is not None and os.path.exists(os.path.join(tracing, "kprobe_events"))
+
+
+def has_tracepoint(category: str, event: str) -> bool:
+    tracing = tracing_dir()
+    return tracing is not None and os.path.isdir(os.path.join(tracing, "events", category, event))
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+    with open(mountinfo, encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                return left.split(" ")[4]
+    return None

@@ -1,0 +1,33 @@
+"""ctypes mirrors of the structs in bpf/capability.h: change both together."""
+
+from __future__ import annotations
+
+import ctypes
+
+COMM_LEN = 16
+
+# enum drop_slot, and the per-CPU "drops" array's key and value.
+DROP_SLOTS = {"checks": 0, "inflight": 1}
+DropKey = ctypes.c_uint32
+DropValue = ctypes.c_uint64
+
+
+class CheckKey(ctypes.Structure):
+    _fields_ = [
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("cap", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("cgroup_id", ctypes.c_uint64),
+    ]
+
+
+class CheckValue(ctypes.Structure):
+    _fields_ = [
+        ("checks", ctypes.c_uint64),
+        ("denials", ctypes.c_uint64),
+    ]
+
+
+def decode_comm(raw: bytes) -> str:
+    """A comm as a label: the kernel's bytes up to the NUL, undecodable bytes escaped."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")

@@ -1,0 +1,104 @@
+"""Load the BPF programs in a forked child and receive their fds, so the server never maps BCC/LLVM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+
+from .config import Config
+from .probes import LoadError
+
+log = logging.getLogger(__name__)
+
+MAX_FDS = 64
+MAX_MESSAGE = 1 << 16
+
+
+@dataclass
+class Attachment:
+    """What the child attached, held by fd: closing the link fds detaches the programs."""
+
+    mode: str
+    maps: dict[str, int]
+    programs: dict[str, int]
+    links: list[int]
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for fd in self.links + list(self.programs.values()) + list(self.maps.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.links, self.programs, self.maps = [], {}, {}
+
+
+def load(config: Config) -> Attachment:
+    """Compile and attach in a child process; raise LoadError with a one-line reason."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _child(theirs, config)
+    theirs.close()
+    with ours:
+        message, fds, _, _ = socket.recv_fds(ours, MAX_MESSAGE, MAX_FDS)
+    _, status = os.waitpid(pid, 0)
+    if not message:
+        raise LoadError(f"the BPF loader process ended without an answer ({_describe(status)})")
+    return _attachment(json.loads(message), fds)
+
+
+def _attachment(meta: dict, fds: list[int]) -> Attachment:
+    if meta.get("compiler_output"):
+        log.debug("BCC said: %s", meta["compiler_output"])
+    if "error" in meta:
+        for fd in fds:
+            os.close(fd)
+        raise LoadError(meta["error"], meta.get("reasons"))
+    take = iter(fds)
+    maps = {name: next(take) for name in meta["maps"]}
+    programs = {name: next(take) for name in meta["programs"]}
+    links = [next(take) for _ in range(meta["links"])]
+    return Attachment(meta["mode"], maps, programs, links, meta.get("reasons", {}))
+
+
+def _child(sock: socket.socket, config: Config) -> None:
+    """Never returns: os._exit keeps BCC from detaching what the parent now holds."""
+    # BCC and LLVM print to fd 2; keep that off the daemon's log and use it in error messages.
+    compiler_log = tempfile.TemporaryFile()
+    os.dup2(compiler_log.fileno(), 2)
+    fds: list[int] = []
+    try:
+        from . import probes
+
+        loaded = probes.attach_first(config, compiler_log)
+        maps, programs, links = loaded.map_fds(), loaded.program_fds(), loaded.link_fds()
+        fds = list(maps.values()) + list(programs.values()) + links
+        meta = {"mode": loaded.mode, "maps": list(maps), "programs": list(programs), "links": len(links)}
+        meta["reasons"] = loaded.reasons
+    except LoadError as err:
+        meta = {"error": str(err), "reasons": err.reasons}
+    except BaseException as err:  # the parent must get an answer whatever went wrong
+        meta = {"error": f"loading the BPF program failed: {type(err).__name__}: {err}"}
+    meta["compiler_output"] = _tail(compiler_log)
+    try:
+        socket.send_fds(sock, [json.dumps(meta).encode()], fds)
+    finally:
+        os._exit(0)
+
+
+def _tail(f, limit: int = 4000) -> str:
+    f.flush()
+    f.seek(0)
+    return f.read().decode("utf-8", "replace")[-limit:].strip()
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

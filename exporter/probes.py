@@ -1,0 +1,189 @@
+"""Compile bpf/cap_capable.c with BCC, choose the attach mode and attach; runs in the loader child."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from . import kernel
+from .config import Config
+
+AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
+# The maps the serving process reads; the others live on through the programs' own references.
+SERVED_MAPS = ("checks", "drops")
+# What each mode's program is called in the kernel, for self-metrics.
+PROGRAM_LABELS = {
+    "kretfunc__cap_capable": "cap_capable_fexit",
+    "kprobe__cap_capable": "cap_capable_entry",
+    "kretprobe__cap_capable": "cap_capable_return",
+    "tracepoint__capability__cap_capable": "cap_capable_tracepoint",
+}
+
+
+class ModeUnavailable(Exception):
+    """This attach mode cannot run here; the message says why, in one line."""
+
+
+class LoadError(Exception):
+    """Nothing was attached; the message says why in one line, with every mode's reason."""
+
+    def __init__(self, message: str, reasons: Optional[dict[str, str]] = None):
+        self.reasons = reasons or {}
+        super().__init__(message)
+
+
+def bpf_dir() -> Path:
+    """bpf/ of a source checkout, or the copy packaged inside exporter/ by a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "bpf", here.parent / "bpf"):
+        if (candidate / "capability.h").is_file():
+            return candidate
+    raise FileNotFoundError(f"no bpf/ directory beside {here}")
+
+
+def candidates(mode: str) -> tuple[str, ...]:
+    return AUTO_ORDER if mode == "auto" else (mode,)
+
+
+def cflags(config: Config, mode: str) -> list[str]:
+    """The -D defines that carry the config into the BPF program."""
+    defines: dict[str, Optional[int]] = {
+        f"MODE_{mode.upper()}": None,
+        "LINUX_VERSION_CODE": kernel.version_code(),
+        "CHECKS_MAX_ENTRIES": config.maps.checks_max_entries,
+        "INFLIGHT_MAX_ENTRIES": config.maps.inflight_max_entries,
+    }
+    flags = {
+        "COUNT_NOAUDIT": config.probe.count_noaudit,
+        "CAP_AUDIT_ARG_INT": kernel.version() < (5, 1, 0),
+        "KEY_UID": config.labels.uid,
+        "KEY_CGROUP": config.labels.cgroup,
+        "FILTER_CGROUP": bool(config.filters.cgroup_prefix),
+    }
+    defines.update({name: None for name, on in flags.items() if on})
+    if config.filters.uids:
+        defines["FILTER_UIDS"] = len(config.filters.uids)
+    if config.filters.pids:
+        defines["FILTER_PIDS"] = len(config.filters.pids)
+    return [f"-I{bpf_dir()}"] + [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
+
+
+def precheck(mode: str) -> None:
+    """Refuse a mode cheaply, with a clear reason, before BCC tries and fails noisily."""
+    if mode == "fexit":
+        if kernel.version() < (5, 5, 0):
+            raise ModeUnavailable(f"fexit needs Linux 5.5 or newer (running {kernel.version_string()})")
+        if not os.path.exists(kernel.BTF_VMLINUX):
+            raise ModeUnavailable(f"fexit needs kernel BTF and {kernel.BTF_VMLINUX} does not exist")
+    elif mode == "kprobe":
+        if not kernel.has_kprobes():
+            raise ModeUnavailable(
+                "this kernel has no kprobe support (no kprobe PMU and no kprobe_events in tracefs: "
+                "CONFIG_KPROBES is off)"
+            )
+    elif mode == "tracepoint":
+        if not kernel.has_tracepoint("capability", "cap_capable"):
+            raise ModeUnavailable(
+                "the tracepoint capability:cap_capable does not exist here (it was added in Linux 6.14; "
+                f"running {kernel.version_string()})"
+            )
+
+
+@dataclass
+class Loaded:
+    """A compiled and attached program, and why the modes tried before it failed."""
+
+    mode: str
+    module: Any
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def map_fds(self) -> dict[str, int]:
+        return {name: self.module[name.encode()].map_fd for name in SERVED_MAPS}
+
+    def program_fds(self) -> dict[str, int]:
+        return {PROGRAM_LABELS.get(n.decode(), n.decode()): f.fd for n, f in self.module.funcs.items()}
+
+    def link_fds(self) -> list[int]:
+        m = self.module
+        fds = list(m.tracepoint_fds.values()) + list(m.kfunc_exit_fds.values())
+        for by_fn in m.kprobe_fds.values():
+            fds.extend(by_fn.values())
+        return fds
+
+
+def attach_first(config: Config, compiler_log) -> Loaded:
+    """Try the configured mode (or each mode, for auto) and return the first that attaches."""
+    cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
+    reasons: dict[str, str] = {}
+    for mode in candidates(config.probe.mode):
+        try:
+            precheck(mode)
+            module = _compile_and_attach(config, mode)
+        except ModeUnavailable as err:
+            reasons[mode] = str(err)
+            continue
+        except Exception as err:  # BCC reports every failure as a bare Exception
+            reasons[mode] = _explain(err, compiler_log)
+            continue
+        _fill_filters(module, config, cgroup)
+        return Loaded(mode, module, reasons)
+    if len(reasons) == 1:
+        (mode, why), = reasons.items()
+        raise LoadError(f"{mode} mode cannot attach: {why}", reasons)
+    summary = "; ".join(f"{mode}: {why}" for mode, why in reasons.items())
+    raise LoadError(f"no attach mode worked ({summary})", reasons)
+
+
+def _compile_and_attach(config: Config, mode: str) -> Any:
+    os.environ["BCC_KERNEL_SOURCE"] = str(bpf_dir() / "shim")
+    from bcc import BPF  # only the loader child pays for BCC and LLVM
+
+    # Programs named kretfunc__/kprobe__/kretprobe__/tracepoint__ attach as they load.
+    return BPF(src_file=str(bpf_dir() / "cap_capable.c").encode(), cflags=cflags(config, mode))
+
+
+def _fill_filters(module: Any, config: Config, cgroup: Optional[str]) -> None:
+    for name, ids in (("filter_uids", config.filters.uids), ("filter_pids", config.filters.pids)):
+        if ids:
+            table = module[name]
+            for ident in ids:
+                table[table.Key(ident)] = table.Leaf(1)
+    if cgroup:
+        module["filter_cgroup"][0] = cgroup
+
+
+def cgroup_dir(path: str) -> str:
+    """The directory of a cgroup v2 path such as /system.slice."""
+    mount = kernel.cgroup2_mount()
+    if mount is None:
+        raise LoadError("filters.cgroup_prefix needs cgroup v2, and none is mounted")
+    full = os.path.join(mount, path.lstrip("/"))
+    if not os.path.isdir(full):
+        raise LoadError(f"filters.cgroup_prefix: there is no cgroup {path} under {mount}")
+    return full
+
+
+def _explain(err: Exception, compiler_log) -> str:
+    """One line for a BCC failure, with the kernel's or compiler's own words when it printed any."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if text == "Need super-user privileges to run":
+        text = "the kernel refused to load the program (EPERM)"
+    detail = _last_error_line(compiler_log)
+    return f"{text}: {detail}" if detail and detail not in text else text
+
+
+def _last_error_line(compiler_log) -> str:
+    if compiler_log is None:
+        return ""
+    compiler_log.flush()
+    compiler_log.seek(0)
+    lines = compiler_log.read().decode("utf-8", "replace").splitlines()
+    compiler_log.seek(0)
+    compiler_log.truncate()
+    for marker in ("error:", "error", "failed"):
+        wanted = [ln.strip() for ln in lines if marker in ln.lower()]
+        if wanted:
+            return wanted[0][:300]
+    return ""
