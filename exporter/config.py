@@ -141,24 +141,25 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            known = ", ".join(fields)
-            problems.append(f"{path}{key}: unknown key (known here: {known})")
+            problems.append(f"{_join(path, key)}: unknown key (known here: {', '.join(fields)})")
     values = {}
-    for name, fld in fields.items():
-        if name not in data:
-            continue
-        where = f"{path}{name}"
+    for name in [n for n in fields if n in data]:
+        where = _join(path, name)
         if dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], data[name], where + ".", problems)
+            values[name] = _build(hints[name], data[name], where, problems)
             continue
         value, problem = _convert(hints[name], data[name])
-        if problem is None and "check" in fld.metadata:
-            problem = fld.metadata["check"](value)
+        if problem is None and "check" in fields[name].metadata:
+            problem = fields[name].metadata["check"](value)
         if problem:
             problems.append(f"{where}: {problem}")
         else:
             values[name] = value
     return cls(**values)
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def _convert(hint: Any, value: Any) -> tuple[Any, Optional[str]]:

@@ -14,8 +14,12 @@ SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 def read(fd: int) -> dict[str, int]:
     """The numeric fields of a program fd's fdinfo: run_cnt, run_time_ns, recursion_misses..."""
+    return read_fdinfo("self", fd)
+
+
+def read_fdinfo(pid: int | str, fd: int) -> dict[str, int]:
     fields = {}
-    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+    with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as f:
         for line in f:
             key, _, value = line.partition(":")
             value = value.strip()

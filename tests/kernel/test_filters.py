@@ -1,0 +1,69 @@
+"""Filters and optional labels, checked against real workloads."""
+
+import os
+import uuid
+
+import pytest
+
+from exporter import kernel
+from support import NOBODY, WaitingWorkload, run_workload, unique_comm
+
+
+def test_comm_exclude_removes_that_programs_series(start_exporter):
+    kept, dropped = unique_comm("keep"), unique_comm("drop")
+    exporter = start_exporter({"filters": {"comm_exclude": ["drop.*"]}})
+    run_workload(f"{kept}=setuid:10", f"{dropped}=setuid:10")
+    assert exporter.value("capability_checks_total", comm=kept, capability="CAP_SETUID") == 10
+    assert exporter.series("capability_checks_total", comm=dropped) == {}
+    assert exporter.series("capability_denials_total", comm=dropped) == {}
+
+
+def test_comm_include_keeps_only_matching_programs(start_exporter):
+    kept, other = unique_comm("incl"), unique_comm("othr")
+    exporter = start_exporter({"filters": {"comm_include": [f"{kept}"]}})
+    run_workload(f"{kept}=setuid:3", f"{other}=setuid:3")
+    assert exporter.value("capability_checks_total", comm=kept, capability="CAP_SETUID") == 3
+    assert exporter.series("capability_checks_total", comm=other) == {}
+    assert {dict(k)["comm"] for k in exporter.series("capability_checks_total")} == {kept}
+
+
+def test_uid_filter_keeps_only_that_uid(start_exporter, root_owned_file):
+    comm = unique_comm()
+    exporter = start_exporter({"filters": {"uids": [NOBODY]}, "labels": {"uid": True}})
+    run_workload(f"{comm}=setuid:20")  # as root: filtered out
+    run_workload(f"{comm}=chown:30:{root_owned_file}", user=NOBODY)
+    uids = {dict(k)["uid"] for k in exporter.series("capability_checks_total")}
+    assert uids == {str(NOBODY)}
+    assert exporter.series("capability_checks_total", comm=comm, capability="CAP_SETUID") == {}
+    assert exporter.value("capability_checks_total", comm=comm, capability="CAP_CHOWN", uid=str(NOBODY)) == 30
+
+
+def test_pid_filter_keeps_only_that_process(start_exporter):
+    comm = unique_comm()
+    target = WaitingWorkload(f"{comm}=setuid:40")
+    exporter = start_exporter({"filters": {"pids": [target.pid]}})
+    run_workload(f"{comm}=setuid:1000")  # same comm, another pid: filtered out
+    target.go()
+    assert exporter.value("capability_checks_total", comm=comm, capability="CAP_SETUID") == 40
+    assert {dict(k)["comm"] for k in exporter.series("capability_checks_total")} == {comm}
+
+
+@pytest.fixture
+def test_cgroup():
+    mount = kernel.cgroup2_mount()
+    assert mount, "these machines mount cgroup v2"
+    name = f"capexp-test-{uuid.uuid4().hex[:8]}"
+    path = os.path.join(mount, name)
+    os.mkdir(path)
+    yield "/" + name, path
+    os.rmdir(path)
+
+
+def test_cgroup_prefix_and_label(start_exporter, test_cgroup):
+    relative, directory = test_cgroup
+    inside, outside = unique_comm("in"), unique_comm("out")
+    exporter = start_exporter({"filters": {"cgroup_prefix": relative}, "labels": {"cgroup": True}})
+    run_workload(f"{inside}=setuid:25", cgroup=directory)
+    run_workload(f"{outside}=setuid:25")
+    assert exporter.value("capability_checks_total", comm=inside, capability="CAP_SETUID", cgroup=relative) == 25
+    assert exporter.series("capability_checks_total", comm=outside) == {}

@@ -1,0 +1,143 @@
+"""Test helpers: run the real exporter, scrape its real endpoint, and drive the workload."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOAD = ROOT / "tests" / "workload.py"
+NOBODY = 65534
+
+
+def unique_comm(prefix: str = "cx") -> str:
+    """A comm no other process on the machine has (comms are at most 15 bytes)."""
+    return (prefix + uuid.uuid4().hex)[:15]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def exporter_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "exporter", *args]
+
+
+def run_exporter(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the exporter to completion (e.g. --config.check) and capture its output."""
+    return subprocess.run(exporter_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+class Exporter:
+    """The real exporter as a subprocess, on a free loopback port."""
+
+    def __init__(self, config_path: Path, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            exporter_command("--config.file", str(config_path), "--web.listen-address", f"127.0.0.1:{self.port}", *args),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stderr = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 90) -> "Exporter":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exporter exited with {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                if self.get("/").startswith("<!DOCTYPE html>"):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("exporter did not serve within the timeout")
+
+    def get(self, path: str, timeout: float = 30) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return response.read().decode()
+
+    def scrape(self, path: str = "/metrics") -> dict[tuple[str, frozenset], float]:
+        samples = {}
+        for family in text_string_to_metric_families(self.get(path)):
+            for sample in family.samples:
+                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return samples
+
+    def value(self, name: str, **labels: str) -> Optional[float]:
+        return self.scrape().get((name, frozenset(labels.items())))
+
+    def series(self, name: str, **labels: str) -> dict[frozenset, float]:
+        """Every sample of a metric whose labels include the given ones."""
+        wanted = set(labels.items())
+        return {lbls: v for (n, lbls), v in self.scrape().items() if n == name and wanted <= lbls}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, self.stderr = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate()
+            raise AssertionError("exporter did not stop on signal")
+        return self.proc.returncode
+
+
+def write_config(directory: Path, data: dict, name: str = "config.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def workload_command(*steps: str, user: Optional[int] = None, cgroup: Optional[str] = None, wait: bool = False) -> list[str]:
+    cmd = [sys.executable, str(WORKLOAD)]
+    if user is not None:
+        cmd += ["--user", str(user)]
+    if cgroup:
+        cmd += ["--cgroup", cgroup]
+    if wait:
+        cmd.append("--wait")
+    return cmd + list(steps)
+
+
+def run_workload(*steps: str, **options) -> str:
+    done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class WaitingWorkload:
+    """A workload started before the exporter (so its pid can go in a filter) that runs on go()."""
+
+    def __init__(self, *steps: str, **options):
+        self.proc = subprocess.Popen(
+            workload_command(*steps, wait=True, **options), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.pid = self.proc.pid
+
+    def go(self) -> str:
+        out, _ = self.proc.communicate("go\n", timeout=120)
+        assert self.proc.returncode == 0
+        return out

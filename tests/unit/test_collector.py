@@ -1,0 +1,91 @@
+"""The collector's decoding and aggregation, over in-memory stand-ins for the BPF maps."""
+
+import ctypes
+
+from prometheus_client import CollectorRegistry
+
+from exporter.cgroups import CgroupNames
+from exporter.collector import CapabilityCollector, ProbeInfo
+from exporter.config import LabelsConfig, comm_filter, FiltersConfig
+from exporter.layouts import CheckKey, CheckValue, DropKey, DropValue
+
+
+class FakeMap:
+    """Per-CPU entries as the kernel would return them."""
+
+    def __init__(self, entries, key_type=CheckKey, capacity=100):
+        self.entries = entries
+        self.key_type = key_type
+        self.capacity = capacity
+
+    def items(self):
+        return iter(self.entries)
+
+    def lookup(self, key):
+        return [v for k, v in self.entries if k.value == key.value]
+
+
+class BrokenMap(FakeMap):
+    def items(self):
+        raise OSError(9, "Bad file descriptor")
+
+
+def key(comm, cap, uid=0, cgroup_id=0):
+    return CheckKey(comm.encode(), cap, uid, cgroup_id)
+
+
+def registry_for(checks, labels=LabelsConfig(), filters=FiltersConfig(), mode="fexit", drops=None):
+    drops = drops or FakeMap([(DropKey(0), DropValue(3)), (DropKey(0), DropValue(4))], key_type=DropKey)
+    collector = CapabilityCollector(
+        checks, drops, {"cap_capable_fexit": 99}, ProbeInfo.of(mode, False), labels,
+        comm_filter(filters), CgroupNames(None),
+        stats_enabled=lambda: True,
+        read_program_stats=lambda fd: {"run_cnt": 10, "run_time_ns": 2_000_000_000, "recursion_misses": 1},
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
+def test_per_cpu_values_are_summed_and_unknown_capabilities_get_a_label():
+    checks = FakeMap([
+        (key("sshd", 7), [CheckValue(3, 1), CheckValue(4, 0)]),
+        (key("newcap", 45), [CheckValue(1, 1)]),
+    ])
+    r = registry_for(checks)
+    assert r.get_sample_value("capability_checks_total", {"comm": "sshd", "capability": "CAP_SETUID"}) == 7
+    assert r.get_sample_value("capability_denials_total", {"comm": "sshd", "capability": "CAP_SETUID"}) == 1
+    assert r.get_sample_value("capability_checks_total", {"comm": "newcap", "capability": "CAP_UNKNOWN_45"}) == 1
+    assert r.get_sample_value("capability_exporter_bpf_map_entries", {"map": "checks"}) == 2
+    assert r.get_sample_value("capability_exporter_bpf_map_full_drops_total", {"map": "checks"}) == 7
+
+
+def test_comm_filter_applies_and_bad_bytes_do_not_break_the_scrape():
+    raw = CheckKey(b"bad\xff\xfe", 0, 0, 0)
+    checks = FakeMap([(raw, [CheckValue(1, 0)]), (key("sshd", 0), [CheckValue(1, 0)])])
+    r = registry_for(checks, filters=FiltersConfig(comm_exclude=("sshd",)))
+    assert r.get_sample_value("capability_checks_total", {"comm": "bad\\xff\\xfe", "capability": "CAP_CHOWN"}) == 1
+    assert r.get_sample_value("capability_checks_total", {"comm": "sshd", "capability": "CAP_CHOWN"}) is None
+
+
+def test_optional_labels():
+    checks = FakeMap([(key("ping", 13, uid=1000, cgroup_id=12345), [CheckValue(2, 0)])])
+    r = registry_for(checks, labels=LabelsConfig(uid=True, cgroup=True))
+    labels = {"comm": "ping", "capability": "CAP_NET_RAW", "uid": "1000", "cgroup": "unknown"}
+    assert r.get_sample_value("capability_checks_total", labels) == 2
+
+
+def test_a_failing_map_is_reported_and_the_rest_of_the_scrape_succeeds():
+    r = registry_for(BrokenMap([]))
+    assert r.get_sample_value("capability_exporter_bpf_map_read_success", {"map": "checks"}) == 0
+    assert r.get_sample_value("capability_exporter_bpf_map_read_success", {"map": "drops"}) == 1
+    assert r.get_sample_value("capability_exporter_bpf_program_runs_total", {"program": "cap_capable_fexit"}) == 10
+    assert r.get_sample_value("capability_exporter_bpf_program_run_seconds_total", {"program": "cap_capable_fexit"}) == 2
+    assert r.get_sample_value("capability_exporter_scrape_duration_seconds") is not None
+
+
+def test_probe_info_says_what_each_mode_can_see():
+    assert ProbeInfo.of("tracepoint", False).noaudit == "indistinguishable"
+    assert ProbeInfo.of("tracepoint", True).noaudit == "indistinguishable"
+    assert ProbeInfo.of("kprobe", False).noaudit == "excluded"
+    assert ProbeInfo.of("fexit", True).noaudit == "included"
