@@ -96,3 +96,10 @@ def test_landing_page_links_to_metrics_and_unknown_paths_are_404(start_exporter)
     with pytest.raises(urllib.error.HTTPError) as err:
         exporter.get("/metrics")
     assert err.value.code == 404
+
+
+def test_serving_process_never_maps_bcc_or_llvm(start_exporter):
+    exporter = start_exporter()
+    with open(f"/proc/{exporter.pid}/maps") as f:
+        mapped = f.read()
+    assert "libbcc" not in mapped and "libLLVM" not in mapped and "libclang" not in mapped
