@@ -147,15 +147,15 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
             stats_enabled=lambda: stats_fd is not None or progstats.enabled(),
         )
     )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    # Block the stop signals in every thread and wait for them here: a signal the kernel
+    # delivers to the HTTP thread would otherwise never wake the main thread.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     thread = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
     thread.start()
     log.info("serving metrics on %s%s", args.listen, args.telemetry_path)
-    while not stop.wait(3600):
-        pass
-    log.info("shutting down: detaching from cap_capable")
+    received = signal.sigwait(stop_signals)
+    log.info("received %s; detaching from cap_capable", signal.Signals(received).name)
     httpd.shutdown()
     httpd.server_close()
     attachment.close()
