@@ -3,7 +3,7 @@
  * Options (-D): one of MODE_FEXIT, MODE_KPROBE, MODE_TRACEPOINT;
  * CHECKS_MAX_ENTRIES, INFLIGHT_MAX_ENTRIES; COUNT_NOAUDIT; CAP_AUDIT_ARG_INT
  * (kernels before 5.1, where the 4th argument is "int audit");
- * KEY_UID, KEY_CGROUP; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
+ * KEY_UID, KEY_CGROUP, KEY_OPTS; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
  */
 #include "capability.h"
 
@@ -41,12 +41,22 @@ static __always_inline void count_drop(int slot)
 		(*drop)++;
 }
 
-static __always_inline bool is_noaudit(unsigned long opts)
+/* cap_capable()'s 4th argument as CAP_OPT_* bits, whichever form the kernel passes. */
+static __always_inline __u32 decode_opts(unsigned long arg)
 {
 #ifdef CAP_AUDIT_ARG_INT
-	return (int)opts == 0;
+	return (int)arg == 0 ? CAP_OPT_NOAUDIT : 0;
 #else
-	return opts & CAP_OPT_NOAUDIT;
+	return arg & (CAP_OPT_NOAUDIT | CAP_OPT_INSETID);
+#endif
+}
+
+static __always_inline bool is_counted(__u32 opts)
+{
+#ifdef COUNT_NOAUDIT
+	return true;
+#else
+	return !(opts & CAP_OPT_NOAUDIT);
 #endif
 }
 
@@ -70,7 +80,7 @@ static __always_inline bool is_wanted(__u32 uid)
 	return true;
 }
 
-static __always_inline void count_check(int cap, int ret)
+static __always_inline void count_check(int cap, int ret, __u32 opts)
 {
 	struct check_key key = {};
 	struct check_value *value;
@@ -85,6 +95,9 @@ static __always_inline void count_check(int cap, int ret)
 #endif
 #ifdef KEY_CGROUP
 	key.cgroup_id = bpf_get_current_cgroup_id();
+#endif
+#ifdef KEY_OPTS
+	key.opts = opts;
 #endif
 	value = checks.lookup(&key);
 	if (!value) {
@@ -110,29 +123,34 @@ static __always_inline void count_check(int cap, int ret)
 KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
 	       int cap, unsigned int opts, int ret)
 {
-#ifndef COUNT_NOAUDIT
-	if (is_noaudit(opts))
-		return 0;
-#endif
-	count_check(cap, ret);
+	__u32 flags = decode_opts(opts);
+
+	if (is_counted(flags))
+		count_check(cap, ret, flags);
 	return 0;
 }
 
 #elif defined(MODE_KPROBE)
 
-/* The capability seen on entry, keyed by thread id, until the return probe. */
-BPF_HASH(inflight, __u32, int, INFLIGHT_MAX_ENTRIES);
+#include <uapi/linux/ptrace.h>	/* struct pt_regs: the shim's, or the kernel's */
+
+struct inflight_check {
+	int cap;
+	__u32 opts;
+};
+
+/* What the entry probe saw, keyed by thread id, until the return probe. */
+BPF_HASH(inflight, __u32, struct inflight_check, INFLIGHT_MAX_ENTRIES);
 
 int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
 			struct user_namespace *ns, int cap, unsigned long opts)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
+	struct inflight_check check = { .cap = cap, .opts = decode_opts(opts) };
 
-#ifndef COUNT_NOAUDIT
-	if (is_noaudit(opts))
+	if (!is_counted(check.opts))
 		return 0;
-#endif
-	if (inflight.update(&tid, &cap))
+	if (inflight.update(&tid, &check))
 		count_drop(DROP_INFLIGHT);
 	return 0;
 }
@@ -140,11 +158,11 @@ int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
 int kretprobe__cap_capable(struct pt_regs *ctx)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
-	int *cap = inflight.lookup(&tid);
+	struct inflight_check *check = inflight.lookup(&tid);
 
-	if (!cap)
+	if (!check)
 		return 0;
-	count_check(*cap, PT_REGS_RC(ctx));
+	count_check(check->cap, PT_REGS_RC(ctx), check->opts);
 	inflight.delete(&tid);
 	return 0;
 }
@@ -155,7 +173,7 @@ int kretprobe__cap_capable(struct pt_regs *ctx)
  * checks are counted alike, and the exporter's probe_info says so. */
 TRACEPOINT_PROBE(capability, cap_capable)
 {
-	count_check(args->cap, args->ret);
+	count_check(args->cap, args->ret, 0);
 	return 0;
 }
 

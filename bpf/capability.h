@@ -13,13 +13,15 @@
 #define CAP_OPT_NOAUDIT 0x2
 #define CAP_OPT_INSETID 0x4
 
-/* uid and cgroup_id stay 0 unless a label or filter needs them, so that
+/* uid, cgroup_id and opts stay 0 unless a label needs them, so that
  * series the user did not ask for collapse into one map entry. */
 struct check_key {
 	char comm[COMM_LEN];
 	__u32 cap;
 	__u32 uid;
 	__u64 cgroup_id;
+	__u32 opts;	/* CAP_OPT_NOAUDIT | CAP_OPT_INSETID, also on kernels before 5.1 */
+	__u32 pad;
 };
 
 struct check_value {

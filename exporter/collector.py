@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from . import __version__, capabilities, progstats
 from .cgroups import CgroupNames
 from .config import LabelsConfig
-from .layouts import DROP_SLOTS, decode_comm
+from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, DROP_SLOTS, decode_comm
 from .maps import BpfMap, total
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class CapabilityCollector(Collector):
         self.stats_enabled = stats_enabled
         self.read_program_stats = read_program_stats
         self.label_names = ["comm", "capability"] + [n for n in ("uid", "cgroup") if getattr(labels, n)]
+        if labels.opts:
+            self.label_names += ["audit", "insetid"]
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -136,7 +138,15 @@ class CapabilityCollector(Collector):
             values.append(str(key.uid))
         if self.labels.cgroup:
             values.append(self.cgroup_names.name(key.cgroup_id))
+        if self.labels.opts:
+            values.extend(self._opts_label_values(key.opts))
         return tuple(values)
+
+    def _opts_label_values(self, opts: int) -> tuple[str, str]:
+        """(audit, insetid) as label values; the tracepoint cannot see them."""
+        if self.probe.noaudit == "indistinguishable":
+            return ("unknown", "unknown")
+        return (str(not opts & CAP_OPT_NOAUDIT).lower(), str(bool(opts & CAP_OPT_INSETID)).lower())
 
     def _drops(self) -> Iterable[Metric]:
         drops = CounterMetricFamily(

@@ -96,6 +96,7 @@ class FiltersConfig:
 class LabelsConfig:
     uid: bool = False
     cgroup: bool = False
+    opts: bool = False
 
 
 @dataclass(frozen=True)

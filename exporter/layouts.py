@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 
 COMM_LEN = 16
+CAP_OPT_NOAUDIT = 0x2
+CAP_OPT_INSETID = 0x4
 
 # enum drop_slot, and the per-CPU "drops" array's key and value.
 DROP_SLOTS = {"checks": 0, "inflight": 1}
@@ -18,6 +20,8 @@ class CheckKey(ctypes.Structure):
         ("cap", ctypes.c_uint32),
         ("uid", ctypes.c_uint32),
         ("cgroup_id", ctypes.c_uint64),
+        ("opts", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
 
 

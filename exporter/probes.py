@@ -60,6 +60,7 @@ def cflags(config: Config, mode: str) -> list[str]:
         "CAP_AUDIT_ARG_INT": kernel.version() < (5, 1, 0),
         "KEY_UID": config.labels.uid,
         "KEY_CGROUP": config.labels.cgroup,
+        "KEY_OPTS": config.labels.opts,
         "FILTER_CGROUP": bool(config.filters.cgroup_prefix),
     }
     defines.update({name: None for name, on in flags.items() if on})

@@ -33,7 +33,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def mode_under_test() -> Optional[str]:
+    """The attach mode the kernel matrix is testing (CAPEXP_TEST_MODE); None means the default, auto."""
+    return os.environ.get("CAPEXP_TEST_MODE") or None
+
+
 def exporter_command(*args: str) -> list[str]:
+    mode = mode_under_test()
+    if mode and "--probe.mode" not in args:
+        args = (*args, "--probe.mode", mode)
     return [sys.executable, "-m", "exporter", *args]
 
 
@@ -110,8 +118,12 @@ def write_config(directory: Path, data: dict, name: str = "config.yaml") -> Path
     return path
 
 
-def workload_command(*steps: str, user: Optional[int] = None, cgroup: Optional[str] = None, wait: bool = False) -> list[str]:
+def workload_command(
+    *steps: str, user: Optional[int] = None, cgroup: Optional[str] = None, wait: bool = False, program: str = ""
+) -> list[str]:
     cmd = [sys.executable, str(WORKLOAD)]
+    if program:
+        cmd += ["--exec", program]
     if user is not None:
         cmd += ["--user", str(user)]
     if cgroup:

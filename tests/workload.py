@@ -5,6 +5,7 @@ usage: workload.py [--wait] [--user UID] [--cgroup DIR] STEP...
   --wait   print "ready" and wait for a line on stdin before the steps
   --user   become this uid (and gid), with no supplementary groups, before the steps
   --cgroup move this process into the cgroup v2 directory DIR before the steps
+  --exec   after the steps, replace this process with the program PATH (its comm becomes PATH's name)
 """
 
 import argparse
@@ -57,7 +58,8 @@ def main() -> None:
     parser.add_argument("--wait", action="store_true")
     parser.add_argument("--user", type=int)
     parser.add_argument("--cgroup")
-    parser.add_argument("steps", nargs="+")
+    parser.add_argument("--exec", dest="program")
+    parser.add_argument("steps", nargs="*")
     args = parser.parse_args()
     if args.cgroup:
         with open(os.path.join(args.cgroup, "cgroup.procs"), "w") as f:
@@ -71,6 +73,8 @@ def main() -> None:
         sys.stdin.readline()
     results = [run_step(step) for step in args.steps]
     print("\n".join(results), flush=True)
+    if args.program:
+        os.execv(args.program, [args.program])
 
 
 if __name__ == "__main__":

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from support import Exporter, write_config
+from support import Exporter, run_exporter, write_config
+
+# What each attach mode's counting program is called in capability_exporter_bpf_program_*.
+COUNTING_PROGRAM = {"fexit": "cap_capable_fexit", "kprobe": "cap_capable_return", "tracepoint": "cap_capable_tracepoint"}
+
+
+@pytest.fixture(scope="session")
+def attach_mode() -> str:
+    """The mode the exporter attaches in for this run (CAPEXP_TEST_MODE, or what auto picks)."""
+    done = run_exporter("--config.check")
+    assert done.returncode == 0, done.stderr
+    return re.search(r"attach mode (\w+)", done.stdout)[1]
+
+
+@pytest.fixture(scope="session")
+def counting_program(attach_mode) -> str:
+    return COUNTING_PROGRAM[attach_mode]
 
 
 @pytest.fixture

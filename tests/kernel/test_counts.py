@@ -32,9 +32,10 @@ def test_counts_accumulate_across_scrapes(start_exporter):
     assert exporter.value("capability_checks_total", comm=comm, capability="CAP_SETUID") == 150
 
 
-def test_probe_info_names_the_mode_and_what_it_can_see(start_exporter):
+def test_probe_info_names_the_mode_and_what_it_can_see(start_exporter, attach_mode):
     exporter = start_exporter()
     info = exporter.series("capability_exporter_probe_info")
     assert list(info.values()) == [1]
     (labels,) = info
-    assert dict(labels) == {"probe": "cap_capable", "mode": "tracepoint", "noaudit": "indistinguishable"}
+    noaudit = "indistinguishable" if attach_mode == "tracepoint" else "excluded"
+    assert dict(labels) == {"probe": "cap_capable", "mode": attach_mode, "noaudit": noaudit}

@@ -12,13 +12,22 @@ from exporter import bpf_syscall, progstats
 from support import run_exporter, run_workload, unique_comm
 
 
-def test_config_check_attaches_in_tracepoint_mode_here():
+def test_config_check_names_the_mode_it_attaches(attach_mode):
     done = run_exporter("--config.check", "--config.file", "config/default.yaml")
     assert done.returncode == 0, done.stderr
-    assert "attach mode tracepoint" in done.stdout
+    assert done.stdout.startswith(f"config ok; attach mode {attach_mode}")
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.host_kernel
+def test_auto_mode_picks_the_tracepoint_on_this_kernel():
+    done = run_exporter("--config.check", "--probe.mode", "auto")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("config ok; attach mode tracepoint (not used: fexit: ")
+    assert "kprobe: this kernel has no kprobe support" in done.stdout
+
+
+@pytest.mark.host_kernel
 @pytest.mark.parametrize(
     "mode, reason",
     [

@@ -14,16 +14,16 @@ def test_full_map_counts_exactly_what_it_dropped(start_exporter):
     assert exporter.value("capability_exporter_bpf_map_full_drops_total", map="checks") == 7 + 11
 
 
-def test_program_stats_count_runs_when_enabled(start_exporter):
+def test_program_stats_count_runs_when_enabled(start_exporter, counting_program):
     exporter = start_exporter(None, "--bpf.stats")
     comm = unique_comm()
-    before = exporter.value("capability_exporter_bpf_program_runs_total", program="cap_capable_tracepoint")
+    before = exporter.value("capability_exporter_bpf_program_runs_total", program=counting_program)
     WaitingWorkload(f"{comm}=setuid:1000").go()
-    after = exporter.value("capability_exporter_bpf_program_runs_total", program="cap_capable_tracepoint")
+    after = exporter.value("capability_exporter_bpf_program_runs_total", program=counting_program)
     assert exporter.value("capability_exporter_bpf_stats_enabled") == 1
     # Other processes check capabilities too, so at least our 1000 runs were added.
     assert after - before >= 1000
-    assert exporter.value("capability_exporter_bpf_program_run_seconds_total", program="cap_capable_tracepoint") > 0
+    assert exporter.value("capability_exporter_bpf_program_run_seconds_total", program=counting_program) > 0
 
 
 def test_scrape_reports_its_duration_and_map_health(start_exporter):

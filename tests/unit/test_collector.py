@@ -30,8 +30,8 @@ class BrokenMap(FakeMap):
         raise OSError(9, "Bad file descriptor")
 
 
-def key(comm, cap, uid=0, cgroup_id=0):
-    return CheckKey(comm.encode(), cap, uid, cgroup_id)
+def key(comm, cap, uid=0, cgroup_id=0, opts=0):
+    return CheckKey(comm.encode(), cap, uid, cgroup_id, opts)
 
 
 def registry_for(checks, labels=LabelsConfig(), filters=FiltersConfig(), mode="fexit", drops=None):
@@ -61,7 +61,7 @@ def test_per_cpu_values_are_summed_and_unknown_capabilities_get_a_label():
 
 
 def test_comm_filter_applies_and_bad_bytes_do_not_break_the_scrape():
-    raw = CheckKey(b"bad\xff\xfe", 0, 0, 0)
+    raw = CheckKey(b"bad\xff\xfe", 0, 0, 0, 0)
     checks = FakeMap([(raw, [CheckValue(1, 0)]), (key("sshd", 0), [CheckValue(1, 0)])])
     r = registry_for(checks, filters=FiltersConfig(comm_exclude=("sshd",)))
     assert r.get_sample_value("capability_checks_total", {"comm": "bad\\xff\\xfe", "capability": "CAP_CHOWN"}) == 1
@@ -72,6 +72,30 @@ def test_optional_labels():
     checks = FakeMap([(key("ping", 13, uid=1000, cgroup_id=12345), [CheckValue(2, 0)])])
     r = registry_for(checks, labels=LabelsConfig(uid=True, cgroup=True))
     labels = {"comm": "ping", "capability": "CAP_NET_RAW", "uid": "1000", "cgroup": "unknown"}
+    assert r.get_sample_value("capability_checks_total", labels) == 2
+
+
+def test_opts_labels_decode_noaudit_and_insetid():
+    checks = FakeMap([
+        (key("exe", 21, opts=0x2), [CheckValue(4, 4)]),
+        (key("su", 7, opts=0x4), [CheckValue(2, 0)]),
+        (key("both", 7, opts=0x6), [CheckValue(1, 0)]),
+    ])
+    r = registry_for(checks, labels=LabelsConfig(opts=True))
+    assert r.get_sample_value(
+        "capability_checks_total", {"comm": "exe", "capability": "CAP_SYS_ADMIN", "audit": "false", "insetid": "false"}
+    ) == 4
+    assert r.get_sample_value(
+        "capability_checks_total", {"comm": "su", "capability": "CAP_SETUID", "audit": "true", "insetid": "true"}
+    ) == 2
+    assert r.get_sample_value(
+        "capability_checks_total", {"comm": "both", "capability": "CAP_SETUID", "audit": "false", "insetid": "true"}
+    ) == 1
+
+
+def test_opts_labels_are_unknown_in_tracepoint_mode():
+    r = registry_for(FakeMap([(key("su", 7), [CheckValue(2, 0)])]), labels=LabelsConfig(opts=True), mode="tracepoint")
+    labels = {"comm": "su", "capability": "CAP_SETUID", "audit": "unknown", "insetid": "unknown"}
     assert r.get_sample_value("capability_checks_total", labels) == 2
 
 

@@ -3,13 +3,13 @@
 #ifndef CAPEXP_SHIM_PTRACE_H
 #define CAPEXP_SHIM_PTRACE_H
 
-#if defined(__TARGET_ARCH_x86)
+#if defined(__TARGET_ARCH_x86) || defined(bpf_target_x86)
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx;
 	unsigned long r11, r10, r9, r8, ax, cx, dx, si, di;
 	unsigned long orig_ax, ip, cs, flags, sp, ss;
 };
-#elif defined(__TARGET_ARCH_arm64)
+#elif defined(__TARGET_ARCH_arm64) || defined(bpf_target_arm64)
 struct pt_regs {
 	__u64 regs[31];
 	__u64 sp;

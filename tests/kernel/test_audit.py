@@ -1,0 +1,62 @@
+"""cap_capable's opts on the real kernel: non-audited checks, and the audit/insetid labels.
+
+fexit and kprobe see opts; the tracepoint does not, and these tests check that
+it says so instead of guessing.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from support import NOBODY, run_workload, unique_comm
+
+OPTS = {"labels": {"opts": True}}
+
+
+@pytest.fixture
+def program_named_uniquely():
+    """A copy of /bin/true whose file name is a fresh comm, executable by anyone."""
+    directory = tempfile.mkdtemp(prefix="capexp-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, unique_comm("exe"))
+    shutil.copy("/bin/true", path)
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(directory)
+
+
+def test_unprivileged_exec_makes_noaudit_sys_admin_checks(start_exporter, attach_mode, program_named_uniquely):
+    default = start_exporter(OPTS)
+    verbose = start_exporter({"probe": {"count_noaudit": True}, **OPTS})
+    comm = os.path.basename(program_named_uniquely)
+    # Loading a program reserves memory: security_vm_enough_memory_mm asks for CAP_SYS_ADMIN without audit.
+    run_workload(user=NOBODY, program=program_named_uniquely)
+    counted = verbose.series("capability_checks_total", comm=comm, capability="CAP_SYS_ADMIN")
+    assert counted, "an unprivileged exec makes CAP_SYS_ADMIN checks"
+    (labels, checks), = counted.items()
+    assert checks > 0
+    assert verbose.value("capability_denials_total", **dict(labels)) == checks
+    if attach_mode == "tracepoint":
+        assert dict(labels)["audit"] == "unknown"
+        # The tracepoint cannot leave them out: the default config counts them too.
+        assert default.series("capability_checks_total", comm=comm, capability="CAP_SYS_ADMIN") == counted
+    else:
+        assert dict(labels)["audit"] == "false" and dict(labels)["insetid"] == "false"
+        assert default.series("capability_checks_total", comm=comm, capability="CAP_SYS_ADMIN") == {}
+
+
+def test_set_id_checks_carry_insetid(start_exporter, attach_mode, root_owned_file):
+    exporter = start_exporter(OPTS)
+    setuid_comm, chown_comm = unique_comm("su"), unique_comm("ch")
+    run_workload(f"{setuid_comm}=setuid:100")
+    run_workload(f"{chown_comm}=chown:50:{root_owned_file}", user=NOBODY)
+    if attach_mode == "tracepoint":
+        setuid_labels = chown_labels = {"audit": "unknown", "insetid": "unknown"}
+    else:
+        setuid_labels = {"audit": "true", "insetid": "true"}  # ns_capable_setid()
+        chown_labels = {"audit": "true", "insetid": "false"}
+    assert exporter.value("capability_checks_total", comm=setuid_comm, capability="CAP_SETUID", **setuid_labels) == 100
+    assert exporter.value("capability_checks_total", comm=chown_comm, capability="CAP_CHOWN", **chown_labels) == 50
+    assert exporter.value("capability_denials_total", comm=chown_comm, capability="CAP_CHOWN", **chown_labels) == 50
