@@ -1,5 +1,6 @@
 # make run: install what is missing, then start the exporter with config/default.yaml.
 # make test: install what is missing, then run every test, real-kernel tests included (as root).
+# make test-kernels: the same real-kernel suite per attach mode, here and on other kernels under QEMU.
 
 PYTHON := /usr/bin/python3
 VENV := .venv
@@ -9,7 +10,15 @@ APT_PACKAGES := python3-bpfcc python3-venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-kernel deps clean
+# Kernels for make test-kernels, as /boot/vmlinuz-<release>; each comes from Debian's
+# linux-image-<release> (or -unsigned) package. Add 6.12.107+deb12-amd64 for a third row.
+KERNELS ?= 6.1.0-56-amd64
+MATRIX_OUT ?= kernel-matrix
+VNG_VENV := .vng
+VNG_STAMP := $(VNG_VENV)/.installed
+QEMU_PACKAGES := qemu-system-x86 busybox-static
+
+.PHONY: run test test-unit test-kernel test-kernels kernel-images deps clean
 
 run: $(STAMP)
 	$(VENV)/bin/capability-exporter --config.file config/default.yaml
@@ -23,7 +32,31 @@ test-unit: $(STAMP)
 test-kernel: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/kernel $(PYTEST_ARGS)
 
+test-kernels: $(STAMP) $(VNG_STAMP) kernel-images
+	$(VENV)/bin/python tests/kernel_matrix.py --vng $(VNG_VENV)/bin/vng --out $(MATRIX_OUT) \
+	    --markdown $(MATRIX_OUT)/matrix.md $(KERNELS)
+
 deps: $(STAMP)
+
+# virtme-ng boots a kernel on this machine's own root filesystem, read-only.
+$(VNG_STAMP):
+	$(PYTHON) -m venv $(VNG_VENV)
+	$(VNG_VENV)/bin/pip install -q --disable-pip-version-check virtme-ng==1.42
+	touch $@
+
+kernel-images:
+	@missing=""; for p in $(QEMU_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	for k in $(KERNELS); do [ -e /boot/vmlinuz-$$k ] || missing="$$missing linux-image-$$k"; done; \
+	if [ -n "$$missing" ]; then \
+	    apt-get update -qq; \
+	    pkgs=""; for p in $$missing; do \
+	        if apt-cache show $$p >/dev/null 2>&1; then pkgs="$$pkgs $$p"; else pkgs="$$pkgs $$p-unsigned"; fi; \
+	    done; \
+	    echo "installing from apt:$$pkgs"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs; \
+	fi
 
 $(STAMP): pyproject.toml Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -38,4 +71,4 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VNG_VENV) $(MATRIX_OUT) *.egg-info .pytest_cache

@@ -14,6 +14,9 @@
 
 struct cred;
 struct user_namespace;
+struct mm_struct;
+
+#define CAP_SYS_ADMIN 21
 
 /* Per-CPU values: the hottest keys (one busy comm, one capability) are hit on
  * every CPU at once, and a shared counter would bounce its cache line between
@@ -118,6 +121,47 @@ static __always_inline void count_check(int cap, int ret, __u32 opts)
 		value->denials++;
 }
 
+#if defined(COUNT_NOAUDIT) && !defined(MODE_TRACEPOINT)
+/* Memory accounting asks cap_capable(CAP_SYS_ADMIN, CAP_OPT_NOAUDIT) from
+ * cap_vm_enough_memory() on every exec and mmap. Kernels that inline that call
+ * (measured: Debian's 6.1) hide it from cap_capable hooks, so it is counted from
+ * cap_vm_enough_memory itself; threads inside it are marked so that a
+ * cap_capable hook that does see the check skips it instead of counting it twice. */
+BPF_HASH(in_vm_enough, __u32, __u8, INFLIGHT_MAX_ENTRIES);
+
+static __always_inline bool inside_vm_enough(void)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+
+	return in_vm_enough.lookup(&tid) != 0;
+}
+
+static __always_inline void enter_vm_enough(void)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+	__u8 one = 1;
+
+	if (in_vm_enough.update(&tid, &one))
+		count_drop(DROP_INFLIGHT);
+}
+
+/* cap_vm_enough_memory() returns 1 when CAP_SYS_ADMIN was granted. */
+static __always_inline void leave_vm_enough(int granted)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+
+	if (!in_vm_enough.lookup(&tid))
+		return;
+	in_vm_enough.delete(&tid);
+	count_check(CAP_SYS_ADMIN, granted ? 0 : -1, CAP_OPT_NOAUDIT);
+}
+#else
+static __always_inline bool inside_vm_enough(void)
+{
+	return false;
+}
+#endif
+
 #if defined(MODE_FEXIT)
 
 KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
@@ -125,10 +169,24 @@ KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
 {
 	__u32 flags = decode_opts(opts);
 
-	if (is_counted(flags))
+	if (is_counted(flags) && !inside_vm_enough())
 		count_check(cap, ret, flags);
 	return 0;
 }
+
+#ifdef COUNT_NOAUDIT
+KFUNC_PROBE(cap_vm_enough_memory, struct mm_struct *mm, long pages)
+{
+	enter_vm_enough();
+	return 0;
+}
+
+KRETFUNC_PROBE(cap_vm_enough_memory, struct mm_struct *mm, long pages, int ret)
+{
+	leave_vm_enough(ret);
+	return 0;
+}
+#endif
 
 #elif defined(MODE_KPROBE)
 
@@ -148,7 +206,7 @@ int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
 	__u32 tid = bpf_get_current_pid_tgid();
 	struct inflight_check check = { .cap = cap, .opts = decode_opts(opts) };
 
-	if (!is_counted(check.opts))
+	if (!is_counted(check.opts) || inside_vm_enough())
 		return 0;
 	if (inflight.update(&tid, &check))
 		count_drop(DROP_INFLIGHT);
@@ -166,6 +224,20 @@ int kretprobe__cap_capable(struct pt_regs *ctx)
 	inflight.delete(&tid);
 	return 0;
 }
+
+#ifdef COUNT_NOAUDIT
+int kprobe__cap_vm_enough_memory(struct pt_regs *ctx)
+{
+	enter_vm_enough();
+	return 0;
+}
+
+int kretprobe__cap_vm_enough_memory(struct pt_regs *ctx)
+{
+	leave_vm_enough(PT_REGS_RC(ctx));
+	return 0;
+}
+#endif
 
 #elif defined(MODE_TRACEPOINT)
 

@@ -19,6 +19,10 @@ PROGRAM_LABELS = {
     "kprobe__cap_capable": "cap_capable_entry",
     "kretprobe__cap_capable": "cap_capable_return",
     "tracepoint__capability__cap_capable": "cap_capable_tracepoint",
+    "kfunc__cap_vm_enough_memory": "cap_vm_enough_memory_entry",
+    "kretfunc__cap_vm_enough_memory": "cap_vm_enough_memory_fexit",
+    "kprobe__cap_vm_enough_memory": "cap_vm_enough_memory_entry",
+    "kretprobe__cap_vm_enough_memory": "cap_vm_enough_memory_return",
 }
 
 
@@ -108,7 +112,7 @@ class Loaded:
 
     def link_fds(self) -> list[int]:
         m = self.module
-        fds = list(m.tracepoint_fds.values()) + list(m.kfunc_exit_fds.values())
+        fds = list(m.tracepoint_fds.values()) + list(m.kfunc_entry_fds.values()) + list(m.kfunc_exit_fds.values())
         for by_fn in m.kprobe_fds.values():
             fds.extend(by_fn.values())
         return fds

@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
+
+from support import mode_under_test, run_exporter
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/kernel/" in str(item.fspath):
             item.add_marker(pytest.mark.kernel)
+    _deselect_other_modes(config, items)
+
+
+def _deselect_other_modes(config, items):
+    """Tests marked modes(...) test what only those attach modes can see; the kernel matrix runs them there."""
+    limited = [item for item in items if item.get_closest_marker("modes")]
+    if not limited:
+        return
+    mode = mode_under_test() or _auto_mode()
+    other = [item for item in limited if mode not in item.get_closest_marker("modes").args]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if item not in other]
+
+
+def _auto_mode() -> str:
+    done = run_exporter("--config.check")
+    match = re.search(r"attach mode (\w+)", done.stdout)
+    if not match:
+        raise pytest.UsageError(f"cannot tell which attach mode this kernel uses: {done.stderr.strip()}")
+    return match[1]
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """A capability-check workload the tests control: exact numbers of checks under chosen comms.
 
 usage: workload.py [--wait] [--user UID] [--cgroup DIR] STEP...
-  STEP is COMM=setuid:N (N setuid(0) calls) or COMM=chown:N:PATH (N chown attempts of PATH).
+  STEP is COMM=setuid:N (N setuid(0) calls), COMM=chown:N:PATH (N chown attempts of PATH)
+  or COMM=read:N:PATH (N reads of PATH).
   --wait   print "ready" and wait for a line on stdin before the steps
   --user   become this uid (and gid), with no supplementary groups, before the steps
   --cgroup move this process into the cgroup v2 directory DIR before the steps
@@ -50,6 +51,11 @@ def run_step(step: str) -> str:
         return f"{comm} setuid {count}"
     if kind == "chown":
         return f"{comm} chown {count} refused {chown_loop(int(count), path)}"
+    if kind == "read":
+        for _ in range(int(count)):
+            with open(path, "rb") as f:
+                f.read()
+        return f"{comm} read {count}"
     raise SystemExit(f"unknown step {step!r}")
 
 

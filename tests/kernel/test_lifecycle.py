@@ -97,10 +97,10 @@ def test_busy_port_is_a_clear_usage_error():
     assert "Traceback" not in done.stderr
 
 
-def test_landing_page_links_to_metrics_and_unknown_paths_are_404(start_exporter):
+def test_landing_page_links_to_metrics_and_unknown_paths_are_404(start_exporter, attach_mode):
     exporter = start_exporter(None, "--web.telemetry-path", "/capabilities")
     page = exporter.get("/")
-    assert 'href="/capabilities"' in page and "tracepoint" in page
+    assert 'href="/capabilities"' in page and f"attach mode {attach_mode}" in page
     assert "capability_exporter_build_info" in exporter.get("/capabilities")
     with pytest.raises(urllib.error.HTTPError) as err:
         exporter.get("/metrics")

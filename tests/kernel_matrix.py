@@ -1,0 +1,180 @@
+"""The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
+
+usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [KERNEL...]
+  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), booted with virtme-ng
+  under software emulation. The running kernel is always the first row.
+
+Inside each kernel, for each mode: `capability-exporter --config.check --probe.mode MODE`
+decides "not available" (with the exporter's own reason); where it attaches, the whole
+tests/kernel suite runs with CAPEXP_TEST_MODE=MODE. Exit status 1 if a mode that EXPECTED
+says a kernel must pass does not pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = ("fexit", "kprobe", "tracepoint")
+# The modes each kernel series must pass; other modes may be "not available".
+EXPECTED = {
+    "host": {"tracepoint"},
+    "6.1": {"fexit", "kprobe"},
+    "6.12": {"fexit", "kprobe"},
+}
+GUEST_TIMEOUT = 40 * 60
+SUITE_TIMEOUT = 20 * 60
+
+
+@dataclass
+class Cell:
+    kernel: str
+    mode: str
+    result: str  # pass | fail | not available
+    detail: str
+    seconds: float = 0.0
+
+
+def run_modes(kernel: str, out: Path, guest: bool) -> list[Cell]:
+    """On the running kernel: each mode's config check, then the suite where the mode attaches."""
+    cells = []
+    for mode in MODES:
+        start = time.monotonic()
+        check = subprocess.run(
+            [sys.executable, "-m", "exporter", "--config.check", "--probe.mode", mode],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )
+        if check.returncode != 0:
+            cells.append(Cell(kernel, mode, "not available", _error_line(check.stderr), time.monotonic() - start))
+            continue
+        result, detail = _run_suite(kernel, mode, out, guest)
+        cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start))
+    return cells
+
+
+def _run_suite(kernel: str, mode: str, out: Path, guest: bool) -> tuple[str, str]:
+    # Guests see this checkout read-only and are not the machine the host_kernel tests describe.
+    selection = ["-m", "not host_kernel"] if guest else []
+    log = out / f"{_slug(kernel)}-{mode}.log"
+    with open(log, "w") as f:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/kernel", "-p", "no:cacheprovider", "-q", *selection],
+            cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT,
+            env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    summary = _pytest_summary(log.read_text())
+    return ("pass" if done.returncode == 0 else "fail"), f"{summary} (log: {log.name})"
+
+
+def _pytest_summary(text: str) -> str:
+    lines = [ln.strip("= ") for ln in text.splitlines() if re.search(r"\d+ (passed|failed|error)", ln)]
+    return lines[-1] if lines else "no pytest summary"
+
+
+def _error_line(stderr: str) -> str:
+    for line in stderr.splitlines():
+        if "error: " in line:
+            return line.split("error: ", 1)[1]
+    return stderr.strip().splitlines()[-1] if stderr.strip() else "no reason given"
+
+
+def _slug(kernel: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", kernel)
+
+
+def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
+    """Boot /boot/vmlinuz-KERNEL under QEMU (TCG) and run the guest side there."""
+    image = Path(f"/boot/vmlinuz-{kernel}")
+    if not image.exists():
+        return [Cell(kernel, m, "fail", f"{image} is not installed") for m in MODES]
+    report = out / f"{_slug(kernel)}.json"
+    report.unlink(missing_ok=True)
+    inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --out {out}"
+    cmd = [vng, "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "2G", "--cpus", "2",
+           "--rwdir", str(out), "--exec", inner]
+    # vng runs virtme-run from PATH: the one beside it in its venv.
+    env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
+    with open(out / f"{_slug(kernel)}-boot.log", "w") as log:
+        try:
+            subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=GUEST_TIMEOUT, env=env
+            )
+        except subprocess.TimeoutExpired:
+            return [Cell(kernel, m, "fail", f"the guest did not finish in {GUEST_TIMEOUT} s") for m in MODES]
+    if not report.exists():
+        return [Cell(kernel, m, "fail", f"the guest wrote no report (see {_slug(kernel)}-boot.log)") for m in MODES]
+    return [Cell(**c) for c in json.loads(report.read_text())]
+
+
+def expected(kernel: str) -> set[str]:
+    series = ".".join(kernel.split(".")[:2]) if kernel != "host" else "host"
+    return EXPECTED.get(series, set())
+
+
+def verdicts(cells: list[Cell], host_label: str) -> list[str]:
+    """The cells that break an expectation: a mode a kernel must pass that did not pass."""
+    problems = []
+    for c in cells:
+        key = "host" if c.kernel == host_label else c.kernel
+        if c.mode in expected(key) and c.result != "pass":
+            problems.append(f"{c.kernel} / {c.mode}: expected pass, got {c.result}: {c.detail}")
+        elif c.result == "fail":
+            problems.append(f"{c.kernel} / {c.mode}: {c.detail}")
+    return problems
+
+
+def table(cells: list[Cell]) -> str:
+    width = max(len(c.kernel) for c in cells)
+    rows = [f"{'kernel':<{width}}  {'mode':<10}  {'result':<13}  {'time':>6}  detail"]
+    for c in cells:
+        rows.append(f"{c.kernel:<{width}}  {c.mode:<10}  {c.result:<13}  {c.seconds:5.0f}s  {c.detail}")
+    return "\n".join(rows)
+
+
+def markdown(cells: list[Cell]) -> str:
+    rows = ["| kernel | mode | result | detail |", "| --- | --- | --- | --- |"]
+    rows += [f"| {c.kernel} | {c.mode} | {c.result} | {c.detail.split(' (log:')[0]} |" for c in cells]
+    return "\n".join(rows) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kernels", nargs="*")
+    parser.add_argument("--vng", default="vng")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--guest", metavar="KERNEL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
+    out.mkdir(parents=True, exist_ok=True)
+    if args.guest:
+        cells = run_modes(args.guest, out, guest=True)
+        (out / f"{_slug(args.guest)}.json").write_text(json.dumps([asdict(c) for c in cells]))
+        return 0
+    host_label = f"host {platform.release()}"
+    cells = run_modes(host_label, out, guest=False)
+    for kernel in args.kernels:
+        print(f"booting {kernel} under QEMU (software emulation)...", flush=True)
+        cells += boot(kernel, args.vng, out)
+    print(table(cells))
+    print(f"logs: {out}")
+    if args.markdown:
+        args.markdown.write_text(markdown(cells))
+    problems = verdicts(cells, host_label)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
