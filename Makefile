@@ -5,8 +5,8 @@
 PYTHON := /usr/bin/python3
 VENV := .venv
 # BCC's Python bindings come from Debian (the PyPI package named "bcc" is another project);
-# the venv sees them through --system-site-packages.
-APT_PACKAGES := python3-bpfcc python3-venv
+# the venv sees them through --system-site-packages. libcap2-bin's setcap is for the tests.
+APT_PACKAGES := python3-bpfcc python3-venv libcap2-bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 

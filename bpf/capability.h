@@ -36,4 +36,41 @@ enum drop_slot {
 	DROP_SLOTS = 2,
 };
 
+/* Capability changes: the syscalls traced, in label order (exporter/changes.py). */
+enum change_syscall {
+	SYS_CAPSET, SYS_PRCTL, SYS_SETUID, SYS_SETGID, SYS_SETREUID, SYS_SETREGID,
+	SYS_SETRESUID, SYS_SETRESGID, SYS_SETFSUID, SYS_SETFSGID, SYS_EXECVE, SYS_EXECVEAT,
+};
+
+enum cap_set {
+	SET_EFFECTIVE, SET_PERMITTED, SET_INHERITABLE, SET_BOUNDING, SET_AMBIENT, SET_COUNT,
+	SET_SECUREBITS = SET_COUNT,	/* in change_key only */
+};
+
+/* A thread's credentials as /proc/<pid>/status shows them, plus what decides them. */
+struct cred_state {
+	__u64 sets[SET_COUNT];	/* indexed by enum cap_set */
+	__u32 securebits;
+	__u32 uid;
+	__u32 euid;
+	__u32 pad;
+};
+
+/* One transition of one set (or of securebits) by one syscall; user space turns
+ * before ^ after into per-capability gained/lost counts when it is scraped. */
+struct change_key {
+	char comm[COMM_LEN];
+	__u32 syscall;
+	__u32 set;
+	__u64 before;
+	__u64 after;
+};
+
+/* Slots of the per-CPU "change_drops" array: changes lost because a map was full. */
+enum change_drop_slot {
+	DROP_SNAPSHOTS = 0,
+	DROP_CHANGES = 1,
+	CHANGE_DROP_SLOTS = 2,
+};
+
 #endif

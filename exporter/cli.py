@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from . import __version__, config, kernel, loader, privileges, progstats, server
 from .cgroups import CgroupNames
 from .collector import CapabilityCollector, ProbeInfo
-from .layouts import CheckKey, CheckValue, DropKey, DropValue
+from .layouts import MAP_LAYOUTS
 from .maps import BpfMap, LayoutError
 from .probes import LoadError
 
@@ -91,7 +91,7 @@ def _load_config(args: argparse.Namespace) -> config.Config:
     return cfg
 
 
-def _attach(cfg: config.Config) -> tuple[loader.Attachment, BpfMap, BpfMap]:
+def _attach(cfg: config.Config) -> tuple[loader.Attachment, dict[str, BpfMap]]:
     try:
         kernel.ensure_tracefs()
         attachment = loader.load(cfg)
@@ -101,12 +101,11 @@ def _attach(cfg: config.Config) -> tuple[loader.Attachment, BpfMap, BpfMap]:
         log.info("attach mode %s not used: %s", mode, why)
     try:
         cpus = kernel.possible_cpus()
-        checks = BpfMap("checks", attachment.maps["checks"], CheckKey, CheckValue, cpus)
-        drops = BpfMap("drops", attachment.maps["drops"], DropKey, DropValue, cpus)
+        maps = {name: BpfMap(name, fd, *MAP_LAYOUTS[name], cpus) for name, fd in attachment.maps.items()}
     except (LayoutError, OSError) as err:
         attachment.close()
         _fail(str(err), EXIT_FAILURE)
-    return attachment, checks, drops
+    return attachment, maps
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -119,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _check(cfg: config.Config) -> int:
-    attachment, _, _ = _attach(cfg)
+    attachment, _ = _attach(cfg)
     others = "; ".join(f"{m}: {why}" for m, why in attachment.reasons.items())
     print(f"config ok; attach mode {attachment.mode}" + (f" (not used: {others})" if others else ""))
     attachment.close()
@@ -134,13 +133,13 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     except server.ListenError as err:
         _fail(str(err), EXIT_USAGE)
     stats_fd = progstats.enable() if cfg.probe.bpf_stats else None
-    attachment, checks, drops = _attach(cfg)
+    attachment, maps = _attach(cfg)
     mode["name"] = attachment.mode
     log.info("attached to cap_capable in %s mode", attachment.mode)
     _drop_privileges()
     registry.register(
         CapabilityCollector(
-            checks, drops, attachment.programs,
+            maps, attachment.programs,
             ProbeInfo.of(attachment.mode, cfg.probe.count_noaudit),
             cfg.labels, config.comm_filter(cfg.filters), CgroupNames(kernel.cgroup2_mount()),
             # A BPF_ENABLE_STATS fd turns stats on without showing in the sysctl.

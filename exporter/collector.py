@@ -11,10 +11,10 @@ from typing import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, progstats
+from . import __version__, capabilities, changes, progstats
 from .cgroups import CgroupNames
 from .config import LabelsConfig
-from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, DROP_SLOTS, decode_comm
+from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, decode_comm
 from .maps import BpfMap, total
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ class CapabilityCollector(Collector):
 
     def __init__(
         self,
-        checks: BpfMap,
-        drops: BpfMap,
+        maps: dict[str, BpfMap],
         programs: dict[str, int],
         probe: ProbeInfo,
         labels: LabelsConfig,
@@ -51,8 +50,7 @@ class CapabilityCollector(Collector):
         stats_enabled: Callable[[], bool] = progstats.enabled,
         read_program_stats: Callable[[int], dict[str, int]] = progstats.read,
     ):
-        self.checks = checks
-        self.drops = drops
+        self.maps = maps
         self.programs = programs
         self.probe = probe
         self.labels = labels
@@ -70,14 +68,18 @@ class CapabilityCollector(Collector):
         read_ok = GaugeMetricFamily(
             PREFIX + "bpf_map_read_success", "Whether the last read of a BPF map succeeded (1) or not (0).", labels=["map"]
         )
-        for name, section in (("checks", self._checks), ("drops", self._drops)):
+        sections = {"checks": self._checks, "drops": self._drops, "changes": self._changes}
+        entries: dict[str, int] = {}  # per scrape: scrapes may run concurrently
+        for name in [n for n in sections if n in self.maps]:
+            section = sections[name]
             try:
-                families.extend(section())
+                families.extend(section(entries))
                 read_ok.add_metric([name], 1)
             except OSError as err:
                 log.error("reading BPF map %s failed: %s", name, err)
                 read_ok.add_metric([name], 0)
         families.append(read_ok)
+        families.extend(self._fill(entries))
         families.extend(self._programs())
         yield from families
         yield GaugeMetricFamily(
@@ -100,12 +102,12 @@ class CapabilityCollector(Collector):
         probe.add_metric(["cap_capable", self.probe.mode, self.probe.noaudit], 1)
         return [build, probe]
 
-    def _checks(self) -> Iterable[Metric]:
+    def _checks(self, entries: dict[str, int]) -> Iterable[Metric]:
         self.cgroup_names.new_scrape()
         series: dict[tuple[str, ...], list[int]] = {}
-        entries = 0
-        for key, values in self.checks.items():
-            entries += 1
+        entries["checks"] = 0
+        for key, values in self.maps["checks"].items():
+            entries["checks"] += 1
             comm = decode_comm(key.comm)
             if not self.keep_comm(comm):
                 continue
@@ -122,15 +124,46 @@ class CapabilityCollector(Collector):
         for labels, (n_checks, n_denials) in series.items():
             checks.add_metric(labels, n_checks)
             denials.add_metric(labels, n_denials)
-        map_entries = GaugeMetricFamily(
-            PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"]
-        )
-        map_entries.add_metric(["checks"], entries)
+        return [checks, denials]
+
+    def _fill(self, entries: dict[str, int]) -> list[Metric]:
+        map_entries = GaugeMetricFamily(PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"])
         capacity = GaugeMetricFamily(
             PREFIX + "bpf_map_capacity", "The most entries a BPF map can hold (max_entries).", labels=["map"]
         )
-        capacity.add_metric(["checks"], self.checks.capacity)
-        return [checks, denials, map_entries, capacity]
+        for name, count in entries.items():
+            map_entries.add_metric([name], count)
+            capacity.add_metric([name], self.maps[name].capacity)
+        return [map_entries, capacity]
+
+    def _changes(self, entries: dict[str, int]) -> Iterable[Metric]:
+        totals: dict[tuple[str, ...], int] = {}
+        entries["changes"] = 0
+        for key, values in self.maps["changes"].items():
+            entries["changes"] += 1
+            comm = decode_comm(key.comm)
+            if not self.keep_comm(comm):
+                continue
+            count = total(values)
+            for change in changes.expand(key.syscall, key.set, key.before, key.after):
+                labels = (comm, *change)
+                totals[labels] = totals.get(labels, 0) + count
+        sets = CounterMetricFamily(
+            "capability_set_changes",
+            "Capabilities a syscall added to (gained) or removed from (lost) a thread's capability set.",
+            labels=["comm", "syscall", "set", "capability", "direction"],
+        )
+        securebits = CounterMetricFamily(
+            "capability_securebits_changes",
+            "Securebits a syscall turned on (gained) or off (lost).",
+            labels=["comm", "syscall", "bit", "direction"],
+        )
+        for (comm, syscall, set_name, name, direction), count in totals.items():
+            if set_name == "securebits":
+                securebits.add_metric([comm, syscall, name, direction], count)
+            else:
+                sets.add_metric([comm, syscall, set_name, name, direction], count)
+        return [sets, securebits]
 
     def _label_values(self, key, comm: str) -> tuple[str, ...]:
         values = [comm, capabilities.name(key.cap)]
@@ -148,7 +181,7 @@ class CapabilityCollector(Collector):
             return ("unknown", "unknown")
         return (str(not opts & CAP_OPT_NOAUDIT).lower(), str(bool(opts & CAP_OPT_INSETID)).lower())
 
-    def _drops(self) -> Iterable[Metric]:
+    def _drops(self, entries: dict[str, int]) -> Iterable[Metric]:
         drops = CounterMetricFamily(
             PREFIX + "bpf_map_full_drops",
             "Counts lost because a BPF map was full; raise the map's size in the config if this grows.",
@@ -158,8 +191,15 @@ class CapabilityCollector(Collector):
         if self.probe.mode == "kprobe":
             slots["inflight"] = DROP_SLOTS["inflight"]
         for name, slot in slots.items():
-            drops.add_metric([name], total(self.drops.lookup(self.drops.key_type(slot))))
+            drops.add_metric([name], self._drop_count("drops", slot))
+        if "change_drops" in self.maps:
+            for name, slot in CHANGE_DROP_SLOTS.items():
+                drops.add_metric([name], self._drop_count("change_drops", slot))
         return [drops]
+
+    def _drop_count(self, map_name: str, slot: int) -> int:
+        drops = self.maps[map_name]
+        return total(drops.lookup(drops.key_type(slot)))
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

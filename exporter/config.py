@@ -100,8 +100,16 @@ class LabelsConfig:
 
 
 @dataclass(frozen=True)
+class ChangesConfig:
+    enabled: bool = True
+    snapshots_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+    changes_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+
+
+@dataclass(frozen=True)
 class Config:
     probe: ProbeConfig = ProbeConfig()
+    changes: ChangesConfig = ChangesConfig()
     maps: MapsConfig = MapsConfig()
     filters: FiltersConfig = FiltersConfig()
     labels: LabelsConfig = LabelsConfig()

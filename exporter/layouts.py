@@ -32,6 +32,30 @@ class CheckValue(ctypes.Structure):
     ]
 
 
+class ChangeKey(ctypes.Structure):
+    _fields_ = [
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("syscall", ctypes.c_uint32),
+        ("set", ctypes.c_uint32),
+        ("before", ctypes.c_uint64),
+        ("after", ctypes.c_uint64),
+    ]
+
+
+# enum change_drop_slot
+CHANGE_DROP_SLOTS = {"cred_snapshots": 0, "changes": 1}
+ChangeValue = ctypes.c_uint64
+
+
 def decode_comm(raw: bytes) -> str:
     """A comm as a label: the kernel's bytes up to the NUL, undecodable bytes escaped."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+# Each served map's key and value layout, by map name.
+MAP_LAYOUTS = {
+    "checks": (CheckKey, CheckValue),
+    "drops": (DropKey, DropValue),
+    "changes": (ChangeKey, ChangeValue),
+    "change_drops": (DropKey, DropValue),
+}

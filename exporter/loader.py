@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .config import Config
@@ -29,12 +30,20 @@ class Attachment:
     reasons: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
-        for fd in self.links + list(self.programs.values()) + list(self.maps.values()):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        # Each detach waits out an RCU grace period (about 0.1 s); closing the links
+        # side by side lets those waits overlap instead of adding up.
+        with ThreadPoolExecutor(max_workers=max(1, len(self.links))) as pool:
+            list(pool.map(_close_quietly, self.links))
+        for fd in list(self.programs.values()) + list(self.maps.values()):
+            _close_quietly(fd)
         self.links, self.programs, self.maps = [], {}, {}
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def load(config: Config) -> Attachment:

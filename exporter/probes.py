@@ -7,12 +7,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from . import kernel
+from . import btf, kernel
 from .config import Config
 
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
 # The maps the serving process reads; the others live on through the programs' own references.
-SERVED_MAPS = ("checks", "drops")
+SERVED_MAPS = ("checks", "drops", "changes", "change_drops")
+# Kernel struct layouts cap_changes.c reads, as -D defines, from BTF.
+CRED_LAYOUT = {
+    "TASK_REAL_CRED": ("task_struct", "real_cred"),
+    "CRED_CAP_EFFECTIVE": ("cred", "cap_effective"),
+    "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
+    "CRED_CAP_INHERITABLE": ("cred", "cap_inheritable"),
+    "CRED_CAP_BSET": ("cred", "cap_bset"),
+    "CRED_CAP_AMBIENT": ("cred", "cap_ambient"),
+    "CRED_SECUREBITS": ("cred", "securebits"),
+    "CRED_UID": ("cred", "uid"),
+    "CRED_EUID": ("cred", "euid"),
+}
 # What each mode's program is called in the kernel, for self-metrics.
 PROGRAM_LABELS = {
     "kretfunc__cap_capable": "cap_capable_fexit",
@@ -51,11 +63,24 @@ def candidates(mode: str) -> tuple[str, ...]:
     return AUTO_ORDER if mode == "auto" else (mode,)
 
 
+def _flags(defines: dict[str, Optional[int]]) -> list[str]:
+    defines = {"LINUX_VERSION_CODE": kernel.version_code(), **defines}
+    return [f"-I{bpf_dir()}"] + [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
+
+
+def change_cflags(config: Config, layout: dict[str, int]) -> list[str]:
+    """The -D defines of cap_changes.c: map sizes and the cred layout from BTF."""
+    return _flags({
+        "SNAPSHOTS_MAX_ENTRIES": config.changes.snapshots_max_entries,
+        "CHANGES_MAX_ENTRIES": config.changes.changes_max_entries,
+        **layout,
+    })
+
+
 def cflags(config: Config, mode: str) -> list[str]:
-    """The -D defines that carry the config into the BPF program."""
+    """The -D defines that carry the config into cap_capable.c."""
     defines: dict[str, Optional[int]] = {
         f"MODE_{mode.upper()}": None,
-        "LINUX_VERSION_CODE": kernel.version_code(),
         "CHECKS_MAX_ENTRIES": config.maps.checks_max_entries,
         "INFLIGHT_MAX_ENTRIES": config.maps.inflight_max_entries,
     }
@@ -72,7 +97,7 @@ def cflags(config: Config, mode: str) -> list[str]:
         defines["FILTER_UIDS"] = len(config.filters.uids)
     if config.filters.pids:
         defines["FILTER_PIDS"] = len(config.filters.pids)
-    return [f"-I{bpf_dir()}"] + [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
+    return _flags(defines)
 
 
 def precheck(mode: str) -> None:
@@ -98,24 +123,36 @@ def precheck(mode: str) -> None:
 
 @dataclass
 class Loaded:
-    """A compiled and attached program, and why the modes tried before it failed."""
+    """Compiled and attached BCC modules, and why the modes tried before the one used failed."""
 
     mode: str
-    module: Any
+    modules: list[Any]
     reasons: dict[str, str] = field(default_factory=dict)
 
     def map_fds(self) -> dict[str, int]:
-        return {name: self.module[name.encode()].map_fd for name in SERVED_MAPS}
+        fds = {}
+        for module in self.modules:
+            for name in SERVED_MAPS:
+                try:
+                    fds[name] = module[name.encode()].map_fd
+                except KeyError:
+                    continue
+        return fds
 
     def program_fds(self) -> dict[str, int]:
-        return {PROGRAM_LABELS.get(n.decode(), n.decode()): f.fd for n, f in self.module.funcs.items()}
+        return {_program_label(n.decode()): f.fd for m in self.modules for n, f in m.funcs.items()}
 
     def link_fds(self) -> list[int]:
-        m = self.module
-        fds = list(m.tracepoint_fds.values()) + list(m.kfunc_entry_fds.values()) + list(m.kfunc_exit_fds.values())
-        for by_fn in m.kprobe_fds.values():
-            fds.extend(by_fn.values())
+        fds = []
+        for m in self.modules:
+            fds += list(m.tracepoint_fds.values()) + list(m.kfunc_entry_fds.values()) + list(m.kfunc_exit_fds.values())
+            for by_fn in m.kprobe_fds.values():
+                fds.extend(by_fn.values())
         return fds
+
+
+def _program_label(function: str) -> str:
+    return PROGRAM_LABELS.get(function, function.removeprefix("tracepoint__syscalls__"))
 
 
 def attach_first(config: Config, compiler_log) -> Loaded:
@@ -133,7 +170,10 @@ def attach_first(config: Config, compiler_log) -> Loaded:
             reasons[mode] = _explain(err, compiler_log)
             continue
         _fill_filters(module, config, cgroup)
-        return Loaded(mode, module, reasons)
+        modules = [module]
+        if config.changes.enabled:
+            modules.append(_load_changes(config, compiler_log))
+        return Loaded(mode, modules, reasons)
     if len(reasons) == 1:
         (mode, why), = reasons.items()
         raise LoadError(f"{mode} mode cannot attach: {why}", reasons)
@@ -142,11 +182,27 @@ def attach_first(config: Config, compiler_log) -> Loaded:
 
 
 def _compile_and_attach(config: Config, mode: str) -> Any:
+    return _bcc_module("cap_capable.c", cflags(config, mode))
+
+
+def _bcc_module(source: str, flags: list[str]) -> Any:
     os.environ["BCC_KERNEL_SOURCE"] = str(bpf_dir() / "shim")
     from bcc import BPF  # only the loader child pays for BCC and LLVM
 
     # Programs named kretfunc__/kprobe__/kretprobe__/tracepoint__ attach as they load.
-    return BPF(src_file=str(bpf_dir() / "cap_capable.c").encode(), cflags=cflags(config, mode))
+    return BPF(src_file=str(bpf_dir() / source).encode(), cflags=flags)
+
+
+def _load_changes(config: Config, compiler_log) -> Any:
+    """cap_changes.c on the syscall tracepoints; every kernel with BTF has them."""
+    advice = "set changes.enabled: false to run without change tracking"
+    try:
+        layout = {name: member.offset for name, member in btf.offsets(CRED_LAYOUT).items()}
+        return _bcc_module("cap_changes.c", change_cflags(config, layout))
+    except btf.BtfError as err:
+        raise LoadError(f"capability change tracking needs kernel BTF: {err} ({advice})") from None
+    except Exception as err:  # BCC reports every failure as a bare Exception
+        raise LoadError(f"capability change tracking: {_explain(err, compiler_log)} ({advice})") from None
 
 
 def _fill_filters(module: Any, config: Config, cgroup: Optional[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -133,10 +134,11 @@ def workload_command(
     return cmd + list(steps)
 
 
-def run_workload(*steps: str, **options) -> str:
+def run_workload(*steps: str, **options) -> list[dict]:
+    """Run tests/workload.py; one dict per step (result, Cap* lines before and after)."""
     done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 class WaitingWorkload:

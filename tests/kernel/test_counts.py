@@ -17,8 +17,8 @@ def test_setuid_as_root_counts_every_check_and_no_denial(start_exporter):
 def test_unprivileged_chown_counts_every_check_as_denied(start_exporter, root_owned_file):
     exporter = start_exporter()
     comm = unique_comm()
-    out = run_workload(f"{comm}=chown:{M_CHOWN}:{root_owned_file}", user=NOBODY)
-    assert f"refused {M_CHOWN}" in out
+    (step,) = run_workload(f"{comm}=chown:{M_CHOWN}:{root_owned_file}", user=NOBODY)
+    assert step["result"] == {"refused": M_CHOWN}
     assert exporter.value("capability_checks_total", comm=comm, capability="CAP_CHOWN") == M_CHOWN
     assert exporter.value("capability_denials_total", comm=comm, capability="CAP_CHOWN") == M_CHOWN
 

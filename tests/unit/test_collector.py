@@ -34,10 +34,10 @@ def key(comm, cap, uid=0, cgroup_id=0, opts=0):
     return CheckKey(comm.encode(), cap, uid, cgroup_id, opts)
 
 
-def registry_for(checks, labels=LabelsConfig(), filters=FiltersConfig(), mode="fexit", drops=None):
+def registry_for(checks, labels=LabelsConfig(), filters=FiltersConfig(), mode="fexit", drops=None, extra_maps=None):
     drops = drops or FakeMap([(DropKey(0), DropValue(3)), (DropKey(0), DropValue(4))], key_type=DropKey)
     collector = CapabilityCollector(
-        checks, drops, {"cap_capable_fexit": 99}, ProbeInfo.of(mode, False), labels,
+        {"checks": checks, "drops": drops, **(extra_maps or {})}, {"cap_capable_fexit": 99}, ProbeInfo.of(mode, False), labels,
         comm_filter(filters), CgroupNames(None),
         stats_enabled=lambda: True,
         read_program_stats=lambda fd: {"run_cnt": 10, "run_time_ns": 2_000_000_000, "recursion_misses": 1},
@@ -113,3 +113,19 @@ def test_probe_info_says_what_each_mode_can_see():
     assert ProbeInfo.of("tracepoint", True).noaudit == "indistinguishable"
     assert ProbeInfo.of("kprobe", False).noaudit == "excluded"
     assert ProbeInfo.of("fexit", True).noaudit == "included"
+
+
+def test_changes_are_expanded_per_capability_and_summed_over_transitions():
+    from exporter.layouts import ChangeKey, ChangeValue
+
+    changes = FakeMap([
+        (ChangeKey(b"sshd", 1, 3, 0b11, 0b01), [ChangeValue(2), ChangeValue(1)]),  # bounding loses CAP_DAC_OVERRIDE
+        (ChangeKey(b"sshd", 1, 3, 0b10, 0b00), [ChangeValue(4)]),  # and again, from another starting set
+        (ChangeKey(b"sshd", 1, 5, 0, 0b10000), [ChangeValue(1)]),  # SECBIT_KEEP_CAPS on
+    ])
+    r = registry_for(FakeMap([]), extra_maps={"changes": changes})
+    labels = {"comm": "sshd", "syscall": "prctl", "set": "bounding", "capability": "CAP_DAC_OVERRIDE", "direction": "lost"}
+    assert r.get_sample_value("capability_set_changes_total", labels) == 7
+    bits = {"comm": "sshd", "syscall": "prctl", "bit": "SECBIT_KEEP_CAPS", "direction": "gained"}
+    assert r.get_sample_value("capability_securebits_changes_total", bits) == 1
+    assert r.get_sample_value("capability_exporter_bpf_map_entries", {"map": "changes"}) == 3

@@ -1,0 +1,112 @@
+"""Capability changes on the real kernel: exact per-capability counts from workloads the test runs."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from exporter import capabilities
+from support import NOBODY, run_workload, unique_comm
+
+CHANGES = "capability_set_changes_total"
+
+
+def changed_caps(exporter, comm, **labels) -> dict[tuple[str, str, str], float]:
+    """(set, capability, direction) -> count, for one comm."""
+    return {
+        (dict(k)["set"], dict(k)["capability"], dict(k)["direction"]): v
+        for k, v in exporter.series(CHANGES, comm=comm, **labels).items()
+    }
+
+
+def status_mask(caps: dict, field: str) -> int:
+    return int(caps[field], 16)
+
+
+def test_capset_dropping_two_effective_capabilities(start_exporter):
+    exporter = start_exporter()
+    comm = unique_comm("cs")
+    (step,) = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN")
+    lost = status_mask(step["before"], "CapEff") & ~status_mask(step["after"], "CapEff")
+    assert capabilities.decode(lost) == ["CAP_CHOWN", "CAP_NET_RAW"]
+    assert changed_caps(exporter, comm, syscall="capset") == {
+        ("effective", "CAP_CHOWN", "lost"): 1,
+        ("effective", "CAP_NET_RAW", "lost"): 1,
+    }
+
+
+def test_bounding_set_drop(start_exporter):
+    exporter = start_exporter()
+    comm = unique_comm("bs")
+    run_workload(f"{comm}=drop-bounding:CAP_SYS_MODULE")
+    assert changed_caps(exporter, comm) == {("bounding", "CAP_SYS_MODULE", "lost"): 1}
+    assert exporter.value(CHANGES, comm=comm, syscall="prctl", set="bounding",
+                          capability="CAP_SYS_MODULE", direction="lost") == 1
+
+
+def test_setuid_from_root_loses_permitted_and_effective_capability_by_capability(start_exporter):
+    exporter = start_exporter()
+    comm = unique_comm("su")
+    (step,) = run_workload(f"{comm}=become:{NOBODY}")
+    assert step["after"]["CapPrm"] == step["after"]["CapEff"] == "0000000000000000"
+    expected = {}
+    for set_name, field in (("permitted", "CapPrm"), ("effective", "CapEff")):
+        for name in capabilities.decode(status_mask(step["before"], field)):
+            expected[(set_name, name, "lost")] = 1
+    assert len(expected) > 70  # root holds every capability in both sets
+    assert changed_caps(exporter, comm, syscall="setuid") == expected
+    assert changed_caps(exporter, comm) == expected
+
+
+def test_keep_caps_is_a_securebits_change(start_exporter):
+    exporter = start_exporter()
+    comm = unique_comm("kc")
+    run_workload(f"{comm}=keep-caps:1", f"{comm}=keep-caps:1", f"{comm}=keep-caps:0")
+    bits = exporter.series("capability_securebits_changes_total", comm=comm)
+    assert {(dict(k)["syscall"], dict(k)["bit"], dict(k)["direction"]): v for k, v in bits.items()} == {
+        ("prctl", "SECBIT_KEEP_CAPS", "gained"): 1,  # the second call changes nothing
+        ("prctl", "SECBIT_KEEP_CAPS", "lost"): 1,
+    }
+    assert exporter.series(CHANGES, comm=comm) == {}
+
+
+def test_prctl_that_changes_nothing_counts_nothing(start_exporter):
+    exporter = start_exporter()
+    comm = unique_comm("gn")
+    run_workload(f"{comm}=get-name:100")
+    assert exporter.series(CHANGES, comm=comm) == {}
+    assert exporter.series("capability_securebits_changes_total", comm=comm) == {}
+
+
+@pytest.fixture
+def file_capability_program():
+    """A copy of /bin/true with file capabilities cap_net_raw+ep, executable by anyone."""
+    directory = tempfile.mkdtemp(prefix="capexp-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, unique_comm("fc"))
+    shutil.copy("/bin/true", path)
+    os.chmod(path, 0o755)
+    subprocess.run(["setcap", "cap_net_raw+ep", path], check=True)
+    yield path
+    shutil.rmtree(directory)
+
+
+def test_unprivileged_exec_of_a_file_capability_binary_gains_it(start_exporter, file_capability_program):
+    exporter = start_exporter()
+    comm = os.path.basename(file_capability_program)
+    run_workload(user=NOBODY, program=file_capability_program)
+    assert changed_caps(exporter, comm, syscall="execve") == {
+        ("permitted", "CAP_NET_RAW", "gained"): 1,
+        ("effective", "CAP_NET_RAW", "gained"): 1,
+    }
+
+
+def test_change_tracking_can_be_turned_off(start_exporter):
+    exporter = start_exporter({"changes": {"enabled": False}})
+    comm = unique_comm("off")
+    run_workload(f"{comm}=drop-bounding:CAP_SYS_MODULE")
+    assert exporter.series(CHANGES) == {}
+    assert exporter.series("capability_exporter_bpf_map_capacity", map="changes") == {}
+    assert exporter.value("capability_checks_total", comm=comm, capability="CAP_SETPCAP") == 1
