@@ -5,8 +5,8 @@
 PYTHON := /usr/bin/python3
 VENV := .venv
 # BCC's Python bindings come from Debian (the PyPI package named "bcc" is another project);
-# the venv sees them through --system-site-packages. libcap2-bin's setcap is for the tests.
-APT_PACKAGES := python3-bpfcc python3-venv libcap2-bin
+# the venv sees them through --system-site-packages. setcap (libcap2-bin) and gcc are for the tests.
+APT_PACKAGES := python3-bpfcc python3-venv libcap2-bin gcc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 

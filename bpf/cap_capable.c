@@ -4,6 +4,8 @@
  * CHECKS_MAX_ENTRIES, INFLIGHT_MAX_ENTRIES; COUNT_NOAUDIT; CAP_AUDIT_ARG_INT
  * (kernels before 5.1, where the 4th argument is "int audit");
  * KEY_UID, KEY_CGROUP, KEY_OPTS; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
+ * For `capability-exporter trace`: EMIT_EVENTS sends one event per check to user
+ * space instead of counting; DENIED_ONLY, USER_STACKS, KERNEL_STACKS, STACKS_MAX_ENTRIES.
  */
 #include "capability.h"
 
@@ -83,14 +85,43 @@ static __always_inline bool is_wanted(__u32 uid)
 	return true;
 }
 
-static __always_inline void count_check(int cap, int ret, __u32 opts)
+#ifdef EMIT_EVENTS
+BPF_PERF_OUTPUT(check_events);
+#if defined(USER_STACKS) || defined(KERNEL_STACKS)
+/* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
+BPF_TABLE("stacktrace", int, struct bpf_stacktrace, stacks, STACKS_MAX_ENTRIES);
+#endif
+
+static __always_inline void emit_check(void *ctx, int cap, int ret, __u32 opts, __u32 uid)
+{
+	struct check_event event = {};
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	event.ts = bpf_ktime_get_ns();
+	event.pid = pid_tgid;
+	event.tgid = pid_tgid >> 32;
+	event.uid = uid;
+	event.cap = cap;
+	event.ret = ret;
+	event.opts = opts;
+	event.user_stack = -1;
+	event.kernel_stack = -1;
+#ifdef USER_STACKS
+	event.user_stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+#endif
+#ifdef KERNEL_STACKS
+	event.kernel_stack = stacks.get_stackid(ctx, 0);
+#endif
+	bpf_get_current_comm(&event.comm, sizeof(event.comm));
+	check_events.perf_submit(ctx, &event, sizeof(event));
+}
+#endif
+
+static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid)
 {
 	struct check_key key = {};
 	struct check_value *value;
-	__u32 uid = bpf_get_current_uid_gid();
 
-	if (!is_wanted(uid))
-		return;
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
 	key.cap = cap;
 #ifdef KEY_UID
@@ -121,6 +152,24 @@ static __always_inline void count_check(int cap, int ret, __u32 opts)
 		value->denials++;
 }
 
+/* One capability check that passed the hooks' audit handling: counted, or sent to trace. */
+static __always_inline void count_check(void *ctx, int cap, int ret, __u32 opts)
+{
+	__u32 uid = bpf_get_current_uid_gid();
+
+	if (!is_wanted(uid))
+		return;
+#ifdef DENIED_ONLY
+	if (ret == 0)
+		return;
+#endif
+#ifdef EMIT_EVENTS
+	emit_check(ctx, cap, ret, opts, uid);
+#else
+	add_check(cap, ret, opts, uid);
+#endif
+}
+
 #if defined(COUNT_NOAUDIT) && !defined(MODE_TRACEPOINT)
 /* Memory accounting asks cap_capable(CAP_SYS_ADMIN, CAP_OPT_NOAUDIT) from
  * cap_vm_enough_memory() on every exec and mmap. Kernels that inline that call
@@ -146,14 +195,14 @@ static __always_inline void enter_vm_enough(void)
 }
 
 /* cap_vm_enough_memory() returns 1 when CAP_SYS_ADMIN was granted. */
-static __always_inline void leave_vm_enough(int granted)
+static __always_inline void leave_vm_enough(void *ctx, int granted)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
 
 	if (!in_vm_enough.lookup(&tid))
 		return;
 	in_vm_enough.delete(&tid);
-	count_check(CAP_SYS_ADMIN, granted ? 0 : -1, CAP_OPT_NOAUDIT);
+	count_check(ctx, CAP_SYS_ADMIN, granted ? 0 : -1, CAP_OPT_NOAUDIT);
 }
 #else
 static __always_inline bool inside_vm_enough(void)
@@ -170,7 +219,7 @@ KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
 	__u32 flags = decode_opts(opts);
 
 	if (is_counted(flags) && !inside_vm_enough())
-		count_check(cap, ret, flags);
+		count_check(ctx, cap, ret, flags);
 	return 0;
 }
 
@@ -183,7 +232,7 @@ KFUNC_PROBE(cap_vm_enough_memory, struct mm_struct *mm, long pages)
 
 KRETFUNC_PROBE(cap_vm_enough_memory, struct mm_struct *mm, long pages, int ret)
 {
-	leave_vm_enough(ret);
+	leave_vm_enough(ctx, ret);
 	return 0;
 }
 #endif
@@ -220,7 +269,7 @@ int kretprobe__cap_capable(struct pt_regs *ctx)
 
 	if (!check)
 		return 0;
-	count_check(check->cap, PT_REGS_RC(ctx), check->opts);
+	count_check(ctx, check->cap, PT_REGS_RC(ctx), check->opts);
 	inflight.delete(&tid);
 	return 0;
 }
@@ -234,7 +283,7 @@ int kprobe__cap_vm_enough_memory(struct pt_regs *ctx)
 
 int kretprobe__cap_vm_enough_memory(struct pt_regs *ctx)
 {
-	leave_vm_enough(PT_REGS_RC(ctx));
+	leave_vm_enough(ctx, PT_REGS_RC(ctx));
 	return 0;
 }
 #endif
@@ -245,7 +294,7 @@ int kretprobe__cap_vm_enough_memory(struct pt_regs *ctx)
  * checks are counted alike, and the exporter's probe_info says so. */
 TRACEPOINT_PROBE(capability, cap_capable)
 {
-	count_check(args->cap, args->ret, 0);
+	count_check(args, args->cap, args->ret, 0);
 	return 0;
 }
 

@@ -5,7 +5,9 @@
  * kernel map. No loop over bits here: a 64-bit loop in 12 exit programs took the
  * verifier 4 s; the exporter expands the bits when it reads the map.
  * Options (-D): TASK_REAL_CRED and CRED_* byte offsets, read from BTF at start-up;
- * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES.
+ * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES. For `capability-exporter trace`:
+ * EMIT_EVENTS sends one event per changing syscall to user space (needs
+ * TASK_REAL_PARENT and TASK_TGID), USER_STACKS, STACKS_MAX_ENTRIES.
  */
 #include "capability.h"
 
@@ -22,8 +24,17 @@ typedef void *cap_user_data_t;
 #define PR_SET_SECUREBITS 28
 #define PR_CAP_AMBIENT 47
 
+/* What entry saw, for the exit to compare; the arguments only when they are shown. */
+struct snapshot {
+	struct cred_state creds;
+#ifdef EMIT_EVENTS
+	__u64 args[ARGS_LEN];
+	char path[PATH_LEN];
+#endif
+};
+
 /* LRU: a thread killed inside a syscall never reaches the exit tracepoint. */
-BPF_TABLE("lru_hash", __u32, struct cred_state, snapshots, SNAPSHOTS_MAX_ENTRIES);
+BPF_TABLE("lru_hash", __u32, struct snapshot, snapshots, SNAPSHOTS_MAX_ENTRIES);
 /* Per-CPU for the same reason as the checks map: no shared cache line on the hot path. */
 BPF_PERCPU_HASH(changes, struct change_key, __u64, CHANGES_MAX_ENTRIES);
 BPF_PERCPU_ARRAY(change_drops, __u64, CHANGE_DROP_SLOTS);
@@ -68,15 +79,72 @@ static __always_inline void read_creds(struct cred_state *state)
 	state->euid = read_u32(cred, CRED_EUID);
 }
 
-static __always_inline void save_creds(void)
+static __always_inline void save_creds(__u64 arg0, __u64 arg1, __u64 arg2, const char *path)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
-	struct cred_state state = {};
+	struct snapshot snap = {};
 
-	read_creds(&state);
-	if (snapshots.update(&tid, &state))
+	read_creds(&snap.creds);
+#ifdef EMIT_EVENTS
+	snap.args[0] = arg0;
+	snap.args[1] = arg1;
+	snap.args[2] = arg2;
+	if (path)
+		bpf_probe_read_user_str(&snap.path, sizeof(snap.path), path);
+#endif
+	if (snapshots.update(&tid, &snap))
 		count_drop(DROP_SNAPSHOTS);
 }
+
+#ifdef EMIT_EVENTS
+BPF_PERF_OUTPUT(change_events);
+#ifdef USER_STACKS
+/* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
+BPF_TABLE("stacktrace", int, struct bpf_stacktrace, stacks, STACKS_MAX_ENTRIES);
+#endif
+
+static __always_inline bool creds_differ(struct cred_state *a, struct cred_state *b)
+{
+	bool differ = a->securebits != b->securebits;
+
+#pragma unroll
+	for (int set = 0; set < SET_COUNT; set++)
+		differ |= a->sets[set] != b->sets[set];
+	return differ;
+}
+
+/* Only syscalls that changed a set or securebits reach user space. Big: kept off the stack. */
+BPF_PERCPU_ARRAY(event_buffer, struct change_event, 1);
+
+static __always_inline void emit_change(void *ctx, __u32 syscall, long ret, struct snapshot *snap,
+					struct cred_state *after)
+{
+	int zero = 0;
+	struct change_event *event = event_buffer.lookup(&zero);
+	void *task = (void *)bpf_get_current_task();
+	void *parent = (void *)read_u64(task, TASK_REAL_PARENT);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!event || !creds_differ(&snap->creds, after))
+		return;
+	event->ts = bpf_ktime_get_ns();
+	event->pid = pid_tgid;
+	event->tgid = pid_tgid >> 32;
+	event->ppid = read_u32(parent, TASK_TGID);
+	event->syscall = syscall;
+	event->ret = ret;
+	__builtin_memcpy(event->args, snap->args, sizeof(event->args));
+	__builtin_memcpy(event->path, snap->path, sizeof(event->path));
+	event->before = snap->creds;
+	event->after = *after;
+	event->user_stack = -1;
+#ifdef USER_STACKS
+	event->user_stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+#endif
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	change_events.perf_submit(ctx, event, sizeof(*event));
+}
+#endif
 
 /* Only a full map loses a count; another CPU inserting the key first does not. */
 static __always_inline void count_change(struct change_key *key, __u64 before, __u64 after)
@@ -101,16 +169,22 @@ static __always_inline void count_change(struct change_key *key, __u64 before, _
 		(*count)++;
 }
 
-static __always_inline void compare_creds(__u32 syscall)
+static __always_inline void compare_creds(void *ctx, __u32 syscall, long ret)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
-	struct cred_state *before = snapshots.lookup(&tid);
-	struct cred_state after = {};
+	struct snapshot *snap = snapshots.lookup(&tid);
+	struct cred_state *before, after = {};
 	struct change_key key = { .syscall = syscall };
 
-	if (!before)
+	if (!snap)
 		return;
+	before = &snap->creds;
 	read_creds(&after);
+#ifdef EMIT_EVENTS
+	emit_change(ctx, syscall, ret, snap, &after);
+	snapshots.delete(&tid);
+	return;
+#endif
 	/* After execve the comm is the new program's: the one that holds the new sets. */
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
 #pragma unroll
@@ -133,36 +207,37 @@ static __always_inline bool prctl_may_change(long option)
 TRACEPOINT_PROBE(syscalls, sys_enter_prctl)
 {
 	if (prctl_may_change(args->option))
-		save_creds();
+		save_creds(args->option, args->arg2, args->arg3, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_prctl)
 {
-	compare_creds(SYS_PRCTL);
+	compare_creds(args, SYS_PRCTL, args->ret);
 	return 0;
 }
 
-#define TRACE_SYSCALL(name, id)						\
+/* The entry saves the arguments trace shows: a0..a2, and a user-space file name. */
+#define TRACE_SYSCALL(name, id, a0, a1, a2, path)			\
 	TRACEPOINT_PROBE(syscalls, sys_enter_##name)			\
 	{								\
-		save_creds();						\
+		save_creds((__u64)(a0), (__u64)(a1), (__u64)(a2), path); \
 		return 0;						\
 	}								\
 	TRACEPOINT_PROBE(syscalls, sys_exit_##name)			\
 	{								\
-		compare_creds(id);					\
+		compare_creds(args, id, args->ret);			\
 		return 0;						\
 	}
 
-TRACE_SYSCALL(capset, SYS_CAPSET)
-TRACE_SYSCALL(setuid, SYS_SETUID)
-TRACE_SYSCALL(setgid, SYS_SETGID)
-TRACE_SYSCALL(setreuid, SYS_SETREUID)
-TRACE_SYSCALL(setregid, SYS_SETREGID)
-TRACE_SYSCALL(setresuid, SYS_SETRESUID)
-TRACE_SYSCALL(setresgid, SYS_SETRESGID)
-TRACE_SYSCALL(setfsuid, SYS_SETFSUID)
-TRACE_SYSCALL(setfsgid, SYS_SETFSGID)
-TRACE_SYSCALL(execve, SYS_EXECVE)
-TRACE_SYSCALL(execveat, SYS_EXECVEAT)
+TRACE_SYSCALL(capset, SYS_CAPSET, args->header, args->data, 0, 0)
+TRACE_SYSCALL(setuid, SYS_SETUID, args->uid, 0, 0, 0)
+TRACE_SYSCALL(setgid, SYS_SETGID, args->gid, 0, 0, 0)
+TRACE_SYSCALL(setreuid, SYS_SETREUID, args->ruid, args->euid, 0, 0)
+TRACE_SYSCALL(setregid, SYS_SETREGID, args->rgid, args->egid, 0, 0)
+TRACE_SYSCALL(setresuid, SYS_SETRESUID, args->ruid, args->euid, args->suid, 0)
+TRACE_SYSCALL(setresgid, SYS_SETRESGID, args->rgid, args->egid, args->sgid, 0)
+TRACE_SYSCALL(setfsuid, SYS_SETFSUID, args->uid, 0, 0, 0)
+TRACE_SYSCALL(setfsgid, SYS_SETFSGID, args->gid, 0, 0, 0)
+TRACE_SYSCALL(execve, SYS_EXECVE, 0, 0, 0, args->filename)
+TRACE_SYSCALL(execveat, SYS_EXECVEAT, args->fd, args->flags, 0, args->filename)

@@ -73,4 +73,37 @@ enum change_drop_slot {
 	CHANGE_DROP_SLOTS = 2,
 };
 
+/* Per-event records for `capability-exporter trace` (-DEMIT_EVENTS only). */
+#define ARGS_LEN 3
+#define PATH_LEN 64
+
+struct check_event {
+	__u64 ts;
+	__u32 pid;		/* thread id */
+	__u32 tgid;
+	__u32 uid;
+	__s32 cap;
+	__s32 ret;
+	__u32 opts;		/* CAP_OPT_* bits; meaningless in tracepoint mode */
+	__s32 user_stack;	/* stack map ids; negative when not taken */
+	__s32 kernel_stack;
+	char comm[COMM_LEN];
+};
+
+struct change_event {
+	__u64 ts;
+	__u32 pid;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 syscall;
+	__s64 ret;
+	__u64 args[ARGS_LEN];	/* the syscall's first arguments, as numbers */
+	__s32 user_stack;
+	__s32 pad;
+	char comm[COMM_LEN];
+	char path[PATH_LEN];	/* execve/execveat: the file name */
+	struct cred_state before;
+	struct cred_state after;
+};
+
 #endif

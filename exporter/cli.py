@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
 import threading
-from typing import NoReturn, Optional
+from typing import Optional
 
 from prometheus_client import CollectorRegistry
 
 from . import __version__, config, kernel, loader, privileges, progstats, server
+from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from .cgroups import CgroupNames
 from .collector import CapabilityCollector, ProbeInfo
 from .layouts import MAP_LAYOUTS
@@ -20,28 +22,17 @@ from .probes import LoadError
 
 log = logging.getLogger("exporter")
 
-PROG = "capability-exporter"
 DEFAULT_LISTEN = ":9661"
 DEFAULT_CONFIG = "config/default.yaml"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 LOG_LEVELS = ("debug", "info", "warn", "error")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (see --help)", EXIT_USAGE)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(code)
+SUBCOMMANDS = {"trace": "exporter.trace"}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
-        description="Prometheus exporter for Linux capability checks and denials, counted in the kernel with eBPF.",
+        description="Prometheus exporter for Linux capability checks and denials, counted in the kernel with eBPF. "
+        "Subcommand: 'capability-exporter trace --help' for the live view.",
     )
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve metrics on (default {DEFAULT_LISTEN})")
@@ -79,11 +70,11 @@ def _setup_logging(level: str) -> None:
 
 def _load_config(args: argparse.Namespace) -> config.Config:
     if not args.telemetry_path.startswith("/"):
-        _fail(f"--web.telemetry-path must start with '/' (got {args.telemetry_path!r})", EXIT_USAGE)
+        fail(f"--web.telemetry-path must start with '/' (got {args.telemetry_path!r})", EXIT_USAGE)
     try:
         cfg = config.load(args.config_file)
     except config.ConfigError as err:
-        _fail(f"invalid config {err}", EXIT_USAGE)
+        fail(f"invalid config {err}", EXIT_USAGE)
     if args.mode:
         cfg = config.with_probe(cfg, mode=args.mode)
     if args.bpf_stats:
@@ -96,7 +87,7 @@ def _attach(cfg: config.Config) -> tuple[loader.Attachment, dict[str, BpfMap]]:
         kernel.ensure_tracefs()
         attachment = loader.load(cfg)
     except (LoadError, OSError) as err:
-        _fail(str(err), EXIT_FAILURE)
+        fail(str(err), EXIT_FAILURE)
     for mode, why in attachment.reasons.items():
         log.info("attach mode %s not used: %s", mode, why)
     try:
@@ -104,11 +95,14 @@ def _attach(cfg: config.Config) -> tuple[loader.Attachment, dict[str, BpfMap]]:
         maps = {name: BpfMap(name, fd, *MAP_LAYOUTS[name], cpus) for name, fd in attachment.maps.items()}
     except (LayoutError, OSError) as err:
         attachment.close()
-        _fail(str(err), EXIT_FAILURE)
+        fail(str(err), EXIT_FAILURE)
     return attachment, maps
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = parser().parse_args(argv)
     _setup_logging(args.log_level)
     cfg = _load_config(args)
@@ -131,7 +125,7 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     try:
         httpd = server.bind(args.listen, server.app(registry, args.telemetry_path, lambda: mode["name"]))
     except server.ListenError as err:
-        _fail(str(err), EXIT_USAGE)
+        fail(str(err), EXIT_USAGE)
     stats_fd = progstats.enable() if cfg.probe.bpf_stats else None
     attachment, maps = _attach(cfg)
     mode["name"] = attachment.mode
@@ -167,7 +161,7 @@ def _drop_privileges() -> None:
     try:
         result = privileges.drop_all(keep)
     except privileges.PrivilegeError as err:
-        _fail(f"cannot drop capabilities: {err}", EXIT_FAILURE)
+        fail(f"cannot drop capabilities: {err}", EXIT_FAILURE)
     log.info(
         "dropped capabilities; kept %s; bounding set %s",
         ", ".join(result.kept) or "none",

@@ -59,3 +59,50 @@ MAP_LAYOUTS = {
     "changes": (ChangeKey, ChangeValue),
     "change_drops": (DropKey, DropValue),
 }
+
+
+class CredState(ctypes.Structure):
+    _fields_ = [
+        ("sets", ctypes.c_uint64 * 5),  # indexed like exporter.changes.SETS
+        ("securebits", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("euid", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class CheckEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("cap", ctypes.c_int32),
+        ("ret", ctypes.c_int32),
+        ("opts", ctypes.c_uint32),
+        ("user_stack", ctypes.c_int32),
+        ("kernel_stack", ctypes.c_int32),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
+ARGS_LEN = 3
+PATH_LEN = 64
+
+
+class ChangeEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("syscall", ctypes.c_uint32),
+        ("ret", ctypes.c_int64),
+        ("args", ctypes.c_uint64 * ARGS_LEN),
+        ("user_stack", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("path", ctypes.c_char * PATH_LEN),
+        ("before", CredState),
+        ("after", CredState),
+    ]

@@ -24,6 +24,8 @@ CRED_LAYOUT = {
     "CRED_SECUREBITS": ("cred", "securebits"),
     "CRED_UID": ("cred", "uid"),
     "CRED_EUID": ("cred", "euid"),
+    "TASK_REAL_PARENT": ("task_struct", "real_parent"),
+    "TASK_TGID": ("task_struct", "tgid"),
 }
 # What each mode's program is called in the kernel, for self-metrics.
 PROGRAM_LABELS = {
@@ -68,16 +70,20 @@ def _flags(defines: dict[str, Optional[int]]) -> list[str]:
     return [f"-I{bpf_dir()}"] + [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
 
 
-def change_cflags(config: Config, layout: dict[str, int]) -> list[str]:
+Defines = dict[str, Optional[int]]
+
+
+def change_cflags(config: Config, layout: dict[str, int], extra: Optional[Defines] = None) -> list[str]:
     """The -D defines of cap_changes.c: map sizes and the cred layout from BTF."""
     return _flags({
         "SNAPSHOTS_MAX_ENTRIES": config.changes.snapshots_max_entries,
         "CHANGES_MAX_ENTRIES": config.changes.changes_max_entries,
         **layout,
+        **(extra or {}),
     })
 
 
-def cflags(config: Config, mode: str) -> list[str]:
+def cflags(config: Config, mode: str, extra: Optional[Defines] = None) -> list[str]:
     """The -D defines that carry the config into cap_capable.c."""
     defines: dict[str, Optional[int]] = {
         f"MODE_{mode.upper()}": None,
@@ -97,7 +103,7 @@ def cflags(config: Config, mode: str) -> list[str]:
         defines["FILTER_UIDS"] = len(config.filters.uids)
     if config.filters.pids:
         defines["FILTER_PIDS"] = len(config.filters.pids)
-    return _flags(defines)
+    return _flags({**defines, **(extra or {})})
 
 
 def precheck(mode: str) -> None:
@@ -155,14 +161,17 @@ def _program_label(function: str) -> str:
     return PROGRAM_LABELS.get(function, function.removeprefix("tracepoint__syscalls__"))
 
 
-def attach_first(config: Config, compiler_log) -> Loaded:
-    """Try the configured mode (or each mode, for auto) and return the first that attaches."""
+def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) -> Loaded:
+    """Try the configured mode (or each mode, for auto) and return the first that attaches.
+
+    extra: more -D defines for both programs (trace's EMIT_EVENTS and friends).
+    """
     cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
     reasons: dict[str, str] = {}
     for mode in candidates(config.probe.mode):
         try:
             precheck(mode)
-            module = _compile_and_attach(config, mode)
+            module = _bcc_module("cap_capable.c", cflags(config, mode, extra))
         except ModeUnavailable as err:
             reasons[mode] = str(err)
             continue
@@ -172,17 +181,13 @@ def attach_first(config: Config, compiler_log) -> Loaded:
         _fill_filters(module, config, cgroup)
         modules = [module]
         if config.changes.enabled:
-            modules.append(_load_changes(config, compiler_log))
+            modules.append(_load_changes(config, compiler_log, extra))
         return Loaded(mode, modules, reasons)
     if len(reasons) == 1:
         (mode, why), = reasons.items()
         raise LoadError(f"{mode} mode cannot attach: {why}", reasons)
     summary = "; ".join(f"{mode}: {why}" for mode, why in reasons.items())
     raise LoadError(f"no attach mode worked ({summary})", reasons)
-
-
-def _compile_and_attach(config: Config, mode: str) -> Any:
-    return _bcc_module("cap_capable.c", cflags(config, mode))
 
 
 def _bcc_module(source: str, flags: list[str]) -> Any:
@@ -193,12 +198,12 @@ def _bcc_module(source: str, flags: list[str]) -> Any:
     return BPF(src_file=str(bpf_dir() / source).encode(), cflags=flags)
 
 
-def _load_changes(config: Config, compiler_log) -> Any:
+def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any:
     """cap_changes.c on the syscall tracepoints; every kernel with BTF has them."""
     advice = "set changes.enabled: false to run without change tracking"
     try:
         layout = {name: member.offset for name, member in btf.offsets(CRED_LAYOUT).items()}
-        return _bcc_module("cap_changes.c", change_cflags(config, layout))
+        return _bcc_module("cap_changes.c", change_cflags(config, layout, extra))
     except btf.BtfError as err:
         raise LoadError(f"capability change tracking needs kernel BTF: {err} ({advice})") from None
     except Exception as err:  # BCC reports every failure as a bare Exception

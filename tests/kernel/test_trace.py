@@ -1,0 +1,94 @@
+"""capability-exporter trace on the real kernel: checks and changes of a workload the test drives."""
+
+import json
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from support import ROOT, exporter_command, run_workload, unique_comm
+
+
+class Trace:
+    """trace as a subprocess; stopped with Ctrl-C (SIGINT) like a person would."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            exporter_command("trace", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line = self.proc.stderr.readline()
+        assert "Hit Ctrl-C to end" in line, line + self.proc.stderr.read()
+
+    def stop(self) -> tuple[str, str]:
+        self.proc.send_signal(signal.SIGINT)
+        out, err = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, err
+        assert "Traceback" not in err
+        return out, err
+
+
+def test_text_output_shows_the_denied_check_and_the_capset_change(root_owned_file):
+    comm = unique_comm("tr")
+    trace = Trace("-c", comm)
+    dropped, chowned = run_workload(f"{comm}=drop-effective:CAP_CHOWN,CAP_NET_RAW", f"{comm}=chown:1:{root_owned_file}")
+    out, err = trace.stop()
+    pid = dropped["pid"]
+    denied = [ln.split() for ln in out.splitlines() if comm in ln and "CAP_CHOWN" in ln]
+    # TIME UID PID COMM CAP NAME AUDIT VERDICT
+    assert [(d[1], d[2], d[3], d[4], d[5], d[7]) for d in denied] == [("0", str(pid), comm, "0", "CAP_CHOWN", "deny")]
+    assert f"pid: {pid}, tgid: {pid}," in out and f"comm: {comm}" in out
+    assert "syscall: capset" in out
+    assert "-CAP_CHOWN -CAP_NET_RAW" in out
+    assert "lost 0 check events and 0 change events" in err
+
+
+def test_json_output_parses_and_change_sets_match_proc_status(root_owned_file):
+    comm = unique_comm("tj")
+    trace = Trace("--json", "-c", comm)
+    (step,) = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN")
+    out, _ = trace.stop()
+    records = [json.loads(line) for line in out.splitlines()]
+    (change,) = [r for r in records if r["type"] == "change"]
+    assert change["pid"] == step["pid"] and change["comm"] == comm and change["syscall"] == "capset"
+    for field, status in (("effective", "CapEff"), ("permitted", "CapPrm"), ("inheritable", "CapInh"),
+                          ("bounding", "CapBnd"), ("ambient", "CapAmb")):
+        assert change["before"][field] == "0x" + step["before"][status]
+        assert change["after"][field] == "0x" + step["after"][status]
+    assert change["lost"] == {"effective": ["CAP_CHOWN", "CAP_NET_RAW"]} and change["gained"] == {}
+    checks = [r for r in records if r["type"] == "check"]
+    assert checks and all(r["pid"] == step["pid"] for r in checks)
+
+
+def test_denied_only_shows_no_granted_checks(root_owned_file):
+    comm = unique_comm("td")
+    trace = Trace("--json", "--denied-only", "--no-changes", "-c", comm)
+    run_workload(f"{comm}=setuid:5", f"{comm}=drop-effective:CAP_CHOWN", f"{comm}=chown:3:{root_owned_file}")
+    out, _ = trace.stop()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["name"], r["verdict"]) for r in records] == [("CAP_CHOWN", "deny")] * 3
+
+
+@pytest.fixture
+def capwork(tmp_path):
+    binary = tmp_path / unique_comm("cw")
+    subprocess.run(["gcc", "-O0", "-g", "-fno-omit-frame-pointer", "-o", str(binary), str(ROOT / "tests" / "capwork.c")],
+                   check=True)
+    return binary
+
+
+def test_user_stack_names_the_test_programs_own_function(capwork, root_owned_file):
+    comm = capwork.name
+    trace = Trace("--json", "-U", "-K", "--no-changes", "-c", comm)
+    subprocess.run([str(capwork), str(root_owned_file)], check=True, timeout=30)
+    out, _ = trace.stop()
+    (chown,) = [json.loads(ln) for ln in out.splitlines() if '"CAP_CHOWN"' in ln]
+    assert any("capwork_marked_chown" in frame for frame in chown["user_stack"]), chown["user_stack"]
+    assert chown["kernel_stack"], "the kernel allows kernel stacks here"
+
+
+def test_bad_trace_arguments_are_one_line_errors():
+    for args, expected in ((["--pid", "x"], "argument -p/--pid: invalid int value"), (["0"], "positive number")):
+        done = subprocess.run(exporter_command("trace", *args), cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 2
+        assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
