@@ -12,7 +12,7 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__, config, kernel, loader, privileges, progstats, server
+from . import __version__, config, kernel, loader, privileges, progstats, server, webconfig
 from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from .cgroups import CgroupNames
 from .collector import CapabilityCollector, ProbeInfo
@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve metrics on (default {DEFAULT_LISTEN})")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth, in Prometheus exporter-toolkit's web config format")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                    help="path under which to serve metrics (default /metrics)")
     p.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG, metavar="FILE",
@@ -107,6 +109,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     _setup_logging(args.log_level)
     cfg = _load_config(args)
     if args.config_check:
+        _web(args, None)  # a bad web config fails the check too
         return _check(cfg)
     return _serve(args, cfg)
 
@@ -119,11 +122,26 @@ def _check(cfg: config.Config) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace, application):
+    """The application behind basic auth, and the TLS context, from --web.config.file."""
+    if not args.web_config:
+        return application, None
+    try:
+        web = webconfig.load(args.web_config)
+        tls = webconfig.ssl_context(web.tls_server_config, args.web_config)
+    except config.ConfigError as err:
+        fail(f"invalid web config {err}", EXIT_USAGE)
+    if web.basic_auth_users:
+        application = webconfig.BasicAuth(application, web.basic_auth_users)
+    return application, tls
+
+
 def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     registry = CollectorRegistry(auto_describe=False)
     mode = {"name": "starting"}
+    application, tls = _web(args, server.app(registry, args.telemetry_path, lambda: mode["name"]))
     try:
-        httpd = server.bind(args.listen, server.app(registry, args.telemetry_path, lambda: mode["name"]))
+        httpd = server.bind(args.listen, application, tls)
     except server.ListenError as err:
         fail(str(err), EXIT_USAGE)
     stats_fd = progstats.enable() if cfg.probe.bpf_stats else None

@@ -117,29 +117,43 @@ class Config:
 
 def load(path: str) -> Config:
     """Read and validate a config file; raise ConfigError with every problem."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise ConfigError(path, [f"cannot read the file: {err.strerror}"]) from None
-    return parse(text, path)
+    data = load_yaml(path)
+    return build(Config, {} if data is None else data, path)
 
 
 def parse(text: str, source: str = "<config>") -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(source, [f"not valid YAML{line}: {problem}"]) from None
-    if data is None:
-        data = {}
+        raise ConfigError(source, [_yaml_problem(err)]) from None
+    return build(Config, {} if data is None else data, source)
+
+
+def build(cls: type, data: Any, source: str) -> Any:
+    """A validated dataclass of type cls from parsed YAML; ConfigError with every problem."""
     problems: list[str] = []
-    config = _build(Config, data, "", problems)
+    value = _build(cls, data, "", problems)
     if problems:
         raise ConfigError(source, problems)
-    return config
+    return value
+
+
+def load_yaml(path: str) -> Any:
+    """Parsed YAML of a file; ConfigError for a file that cannot be read or parsed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f.read())
+    except OSError as err:
+        raise ConfigError(path, [f"cannot read the file: {err.strerror}"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(path, [_yaml_problem(err)]) from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    where = getattr(err, "problem_mark", None)
+    line = f" at line {where.line + 1}" if where else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"not valid YAML{line}: {problem}"
 
 
 def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
@@ -172,6 +186,16 @@ def _join(path: str, key: Any) -> str:
 
 
 def _convert(hint: Any, value: Any) -> tuple[Any, Optional[str]]:
+    if typing.get_origin(hint) is dict:
+        key_type, value_type = typing.get_args(hint)
+        if value is None:
+            return {}, None
+        if not isinstance(value, dict):
+            return None, f"must be a mapping of {key_type.__name__} to {value_type.__name__} (got {_type_name(value)})"
+        bad = [k for k, v in value.items() if not (_is_a(key_type, k) and _is_a(value_type, v))]
+        if bad:
+            return None, f"entry {bad[0]!r} must map {key_type.__name__} to {value_type.__name__}"
+        return dict(value), None
     if typing.get_origin(hint) is tuple:
         item_type = typing.get_args(hint)[0]
         if value is None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import ssl
 from socketserver import ThreadingMixIn
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -86,10 +87,14 @@ def _plain(start_response: Callable, status: str, text: str) -> list[bytes]:
     return [text.encode()]
 
 
-def bind(address: str, application: Callable) -> WSGIServer:
+def bind(address: str, application: Callable, tls: Optional[ssl.SSLContext] = None) -> WSGIServer:
     """Bind and listen now, so that a busy port fails before any BPF work is done."""
     host, port = parse_address(address)
     try:
-        return make_server(host, port, application, server_class=_server_class(host), handler_class=_QuietHandler)
+        httpd = make_server(host, port, application, server_class=_server_class(host), handler_class=_QuietHandler)
     except OSError as err:
         raise ListenError(f"cannot listen on {address}: {err.strerror}") from None
+    if tls is not None:
+        # The handshake happens in the request's thread, not in the accept loop.
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    return httpd

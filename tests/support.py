@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import sys
@@ -54,9 +56,11 @@ def run_exporter(*args: str, timeout: float = 120) -> subprocess.CompletedProces
 class Exporter:
     """The real exporter as a subprocess, on a free loopback port."""
 
-    def __init__(self, config_path: Path, *args: str):
+    def __init__(self, config_path: Path, *args: str, tls: Optional[ssl.SSLContext] = None,
+                 auth: Optional[tuple[str, str]] = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.tls, self.auth = tls, auth
         self.proc = subprocess.Popen(
             exporter_command("--config.file", str(config_path), "--web.listen-address", f"127.0.0.1:{self.port}", *args),
             cwd=ROOT,
@@ -82,8 +86,13 @@ class Exporter:
                 time.sleep(0.1)
         raise AssertionError("exporter did not serve within the timeout")
 
-    def get(self, path: str, timeout: float = 30) -> str:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+    def get(self, path: str, timeout: float = 30, auth: Optional[tuple[str, str]] = None) -> str:
+        request = urllib.request.Request(self.url + path)
+        user, password = auth or self.auth or (None, None)
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as response:
             return response.read().decode()
 
     def scrape(self, path: str = "/metrics") -> dict[tuple[str, frozenset], float]:

@@ -33,9 +33,9 @@ def start_exporter(tmp_path):
     """start_exporter(config_dict, *flags) -> a serving Exporter; stopped after the test."""
     started = []
 
-    def start(config: dict | None = None, *args: str) -> Exporter:
+    def start(config: dict | None = None, *args: str, **options) -> Exporter:
         path = write_config(tmp_path, config or {}, name=f"config{len(started)}.yaml")
-        exporter = Exporter(path, *args)
+        exporter = Exporter(path, *args, **options)
         started.append(exporter)
         return exporter.wait_ready()
 

@@ -46,7 +46,8 @@ def test_text_output_shows_the_denied_check_and_the_capset_change(root_owned_fil
 def test_json_output_parses_and_change_sets_match_proc_status(root_owned_file):
     comm = unique_comm("tj")
     trace = Trace("--json", "-c", comm)
-    (step,) = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN")
+    # The prctl calls change nothing, so the capset is the only change event.
+    step, _ = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN", f"{comm}=get-name:20")
     out, _ = trace.stop()
     records = [json.loads(line) for line in out.splitlines()]
     (change,) = [r for r in records if r["type"] == "change"]

@@ -83,3 +83,30 @@ def test_bad_flag_is_one_clear_line_and_exit_2(args, expected):
     done = run_exporter(*args)
     assert done.returncode == 2
     assert expected in _one_error_line(done.stderr)
+
+
+BAD_WEB_CONFIGS = [
+    ("not YAML", "tls_server_config: [\n", "not valid YAML"),
+    ("unknown key", "tls_server_config: {cert_fil: x}\n", "tls_server_config.cert_fil: unknown key"),
+    ("unknown client auth", "tls_server_config: {cert_file: a, key_file: b, client_auth_type: Always}\n",
+     "client_auth_type: must be one of NoClientCert"),
+    ("cert without key", "tls_server_config: {cert_file: a}\n", "cert_file and key_file go together"),
+    ("CA without client auth", "tls_server_config: {cert_file: a, key_file: b, client_ca_file: c}\n",
+     "client_ca_file is set but client_auth_type is NoClientCert"),
+    ("missing certificate files", "tls_server_config: {cert_file: nope.crt, key_file: nope.key}\n",
+     "cannot load certificates"),
+    ("plain-text password", "basic_auth_users: {alice: hunter2}\n", "the password of 'alice' is not a bcrypt hash"),
+    ("users not a mapping", "basic_auth_users: [alice]\n", "basic_auth_users: must be a mapping of str to str"),
+    ("bad TLS version", "tls_server_config: {cert_file: a, key_file: b, min_version: SSL3}\n",
+     "min_version: must be one of TLS10"),
+]
+
+
+@pytest.mark.parametrize("name, text, expected", BAD_WEB_CONFIGS, ids=[c[0] for c in BAD_WEB_CONFIGS])
+def test_bad_web_config_stops_start_up_with_one_line_and_exit_2(tmp_path, name, text, expected):
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    done = run_exporter("--web.config.file", str(path), "--config.check")
+    assert done.returncode == 2
+    line = _one_error_line(done.stderr)
+    assert "invalid web config" in line and expected in line
