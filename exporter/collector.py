@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, progstats
+from . import __version__, capabilities, changes, containers, progstats
 from .cgroups import CgroupNames
 from .config import LabelsConfig
 from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, decode_comm
@@ -58,7 +58,9 @@ class CapabilityCollector(Collector):
         self.cgroup_names = cgroup_names
         self.stats_enabled = stats_enabled
         self.read_program_stats = read_program_stats
-        self.label_names = ["comm", "capability"] + [n for n in ("uid", "cgroup") if getattr(labels, n)]
+        self.label_names = ["comm", "capability"] + [
+            n for n in ("uid", "cgroup", "container", "pod") if getattr(labels, n)
+        ]
         if labels.opts:
             self.label_names += ["audit", "insetid"]
 
@@ -169,8 +171,11 @@ class CapabilityCollector(Collector):
         values = [comm, capabilities.name(key.cap)]
         if self.labels.uid:
             values.append(str(key.uid))
-        if self.labels.cgroup:
-            values.append(self.cgroup_names.name(key.cgroup_id))
+        if self.labels.needs_cgroup_id:
+            path = self.cgroup_names.name(key.cgroup_id)
+            workload = containers.from_cgroup(path)
+            chosen = {"cgroup": path, "container": workload.container, "pod": workload.pod}
+            values.extend(chosen[name] for name in ("cgroup", "container", "pod") if getattr(self.labels, name))
         if self.labels.opts:
             values.extend(self._opts_label_values(key.opts))
         return tuple(values)

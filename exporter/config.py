@@ -96,7 +96,13 @@ class FiltersConfig:
 class LabelsConfig:
     uid: bool = False
     cgroup: bool = False
+    container: bool = False
+    pod: bool = False
     opts: bool = False
+
+    @property
+    def needs_cgroup_id(self) -> bool:
+        return self.cgroup or self.container or self.pod
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,28 @@ def test_cgroup_prefix_and_label(start_exporter, test_cgroup):
     run_workload(f"{outside}=setuid:25")
     assert exporter.value("capability_checks_total", comm=inside, capability="CAP_SETUID", cgroup=relative) == 25
     assert exporter.series("capability_checks_total", comm=outside) == {}
+
+
+@pytest.fixture
+def container_cgroup():
+    """A cgroup shaped like a containerd container in a Kubernetes pod (systemd driver)."""
+    mount = kernel.cgroup2_mount()
+    pod, container = str(uuid.uuid4()), uuid.uuid4().hex * 2
+    top = os.path.join(mount, f"kubepods-capexp{uuid.uuid4().hex[:6]}.slice")
+    leaf = os.path.join(top, f"kubepods-besteffort-pod{pod.replace('-', '_')}.slice", f"cri-containerd-{container}.scope")
+    os.makedirs(leaf)
+    yield leaf, pod, container
+    os.rmdir(leaf)
+    os.rmdir(os.path.dirname(leaf))
+    os.rmdir(top)
+
+
+def test_container_and_pod_labels_from_a_real_cgroup(start_exporter, container_cgroup):
+    leaf, pod, container = container_cgroup
+    inside, outside = unique_comm("ctr"), unique_comm("host")
+    exporter = start_exporter({"labels": {"container": True, "pod": True}})
+    run_workload(f"{inside}=setuid:12", cgroup=leaf)
+    run_workload(f"{outside}=setuid:3")
+    assert exporter.value("capability_checks_total", comm=inside, capability="CAP_SETUID",
+                          container=container, pod=pod) == 12
+    assert exporter.value("capability_checks_total", comm=outside, capability="CAP_SETUID", container="", pod="") == 3
