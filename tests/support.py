@@ -9,7 +9,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import sys
 import time
 import urllib.request
@@ -164,3 +163,21 @@ class WaitingWorkload:
         out, _ = self.proc.communicate("go\n", timeout=120)
         assert self.proc.returncode == 0
         return out
+
+
+def starter(directory: Path):
+    """start(config_dict, *flags) -> a serving Exporter, and the list of those started.
+
+    Change tracking is its own program (cap_changes.c), and compiling it doubles the
+    start-up time under QEMU; tests load it only when their config says "changes".
+    """
+    started: list[Exporter] = []
+
+    def start(config: dict | None = None, *args: str, **options) -> Exporter:
+        config = {"changes": {"enabled": False}, **(config or {})}
+        path = write_config(directory, config, name=f"config{len(started)}.yaml")
+        exporter = Exporter(path, *args, **options)
+        started.append(exporter)
+        return exporter.wait_ready()
+
+    return start, started

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Exporter, run_exporter, write_config
+from support import run_exporter, starter
 
 # What each attach mode's counting program is called in capability_exporter_bpf_program_*.
 COUNTING_PROGRAM = {"fexit": "cap_capable_fexit", "kprobe": "cap_capable_return", "tracepoint": "cap_capable_tracepoint"}
@@ -31,15 +31,20 @@ def counting_program(attach_mode) -> str:
 @pytest.fixture
 def start_exporter(tmp_path):
     """start_exporter(config_dict, *flags) -> a serving Exporter; stopped after the test."""
-    started = []
-
-    def start(config: dict | None = None, *args: str, **options) -> Exporter:
-        path = write_config(tmp_path, config or {}, name=f"config{len(started)}.yaml")
-        exporter = Exporter(path, *args, **options)
-        started.append(exporter)
-        return exporter.wait_ready()
-
+    start, started = starter(tmp_path)
     yield start
+    for exporter in started:
+        exporter.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_exporter(tmp_path_factory):
+    """One exporter with the default checks config for the tests of a module that only read it.
+
+    Each test uses its own comm, so sharing cannot mix their numbers.
+    """
+    start, started = starter(tmp_path_factory.mktemp("shared"))
+    yield start()
     for exporter in started:
         exporter.stop()
 

@@ -10,9 +10,18 @@ import tempfile
 
 import pytest
 
-from support import NOBODY, run_workload, unique_comm
+from support import NOBODY, run_workload, starter, unique_comm
 
 OPTS = {"labels": {"opts": True}}
+
+
+@pytest.fixture(scope="module")
+def exporters(tmp_path_factory):
+    """(default, verbose): the same opts labels, without and with count_noaudit; shared by the module."""
+    start, started = starter(tmp_path_factory.mktemp("audit"))
+    yield start(OPTS), start({"probe": {"count_noaudit": True}, **OPTS})
+    for running in started:
+        running.stop()
 
 
 @pytest.fixture
@@ -29,9 +38,8 @@ def program_named_uniquely():
 
 # Only modes that see cap_capable's opts can tell this check is not audited.
 @pytest.mark.modes("fexit", "kprobe")
-def test_reading_another_users_proc_stat_is_one_noaudit_ptrace_check_each(start_exporter):
-    default = start_exporter(OPTS)
-    verbose = start_exporter({"probe": {"count_noaudit": True}, **OPTS})
+def test_reading_another_users_proc_stat_is_one_noaudit_ptrace_check_each(exporters):
+    default, verbose = exporters
     comm = unique_comm("rd")
     # do_task_stat() asks ptrace_may_access(PTRACE_MODE_NOAUDIT): CAP_SYS_PTRACE, not audited, denied.
     run_workload(f"{comm}=read:40:/proc/1/stat", user=NOBODY)
@@ -41,9 +49,8 @@ def test_reading_another_users_proc_stat_is_one_noaudit_ptrace_check_each(start_
     assert verbose.value("capability_denials_total", comm=comm, capability="CAP_SYS_PTRACE", **labels) == 40
 
 
-def test_unprivileged_exec_makes_noaudit_sys_admin_checks(start_exporter, attach_mode, program_named_uniquely):
-    default = start_exporter(OPTS)
-    verbose = start_exporter({"probe": {"count_noaudit": True}, **OPTS})
+def test_unprivileged_exec_makes_noaudit_sys_admin_checks(exporters, attach_mode, program_named_uniquely):
+    default, verbose = exporters
     comm = os.path.basename(program_named_uniquely)
     # Loading a program reserves memory: cap_vm_enough_memory asks for CAP_SYS_ADMIN without audit.
     # Some kernels inline that cap_capable call (Debian's 6.1); the exporter counts it either way.
@@ -62,8 +69,8 @@ def test_unprivileged_exec_makes_noaudit_sys_admin_checks(start_exporter, attach
         assert default.series("capability_checks_total", comm=comm, capability="CAP_SYS_ADMIN") == {}
 
 
-def test_set_id_checks_carry_insetid(start_exporter, attach_mode, root_owned_file):
-    exporter = start_exporter(OPTS)
+def test_set_id_checks_carry_insetid(exporters, attach_mode, root_owned_file):
+    exporter, _ = exporters
     setuid_comm, chown_comm = unique_comm("su"), unique_comm("ch")
     run_workload(f"{setuid_comm}=setuid:100")
     run_workload(f"{chown_comm}=chown:50:{root_owned_file}", user=NOBODY)

@@ -8,9 +8,19 @@ import tempfile
 import pytest
 
 from exporter import capabilities
-from support import NOBODY, run_workload, unique_comm
+from support import NOBODY, run_workload, starter, unique_comm
 
 CHANGES = "capability_set_changes_total"
+TRACK = {"changes": {"enabled": True}}
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory):
+    """One exporter counting checks and changes; each test uses its own comm."""
+    start, started = starter(tmp_path_factory.mktemp("changes"))
+    yield start(TRACK)
+    for running in started:
+        running.stop()
 
 
 def changed_caps(exporter, comm, **labels) -> dict[tuple[str, str, str], float]:
@@ -25,8 +35,7 @@ def status_mask(caps: dict, field: str) -> int:
     return int(caps[field], 16)
 
 
-def test_capset_dropping_two_effective_capabilities(start_exporter):
-    exporter = start_exporter()
+def test_capset_dropping_two_effective_capabilities(exporter):
     comm = unique_comm("cs")
     (step,) = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN")
     lost = status_mask(step["before"], "CapEff") & ~status_mask(step["after"], "CapEff")
@@ -37,8 +46,7 @@ def test_capset_dropping_two_effective_capabilities(start_exporter):
     }
 
 
-def test_bounding_set_drop(start_exporter):
-    exporter = start_exporter()
+def test_bounding_set_drop(exporter):
     comm = unique_comm("bs")
     run_workload(f"{comm}=drop-bounding:CAP_SYS_MODULE")
     assert changed_caps(exporter, comm) == {("bounding", "CAP_SYS_MODULE", "lost"): 1}
@@ -46,8 +54,7 @@ def test_bounding_set_drop(start_exporter):
                           capability="CAP_SYS_MODULE", direction="lost") == 1
 
 
-def test_setuid_from_root_loses_permitted_and_effective_capability_by_capability(start_exporter):
-    exporter = start_exporter()
+def test_setuid_from_root_loses_permitted_and_effective_capability_by_capability(exporter):
     comm = unique_comm("su")
     (step,) = run_workload(f"{comm}=become:{NOBODY}")
     assert step["after"]["CapPrm"] == step["after"]["CapEff"] == "0000000000000000"
@@ -60,8 +67,7 @@ def test_setuid_from_root_loses_permitted_and_effective_capability_by_capability
     assert changed_caps(exporter, comm) == expected
 
 
-def test_keep_caps_is_a_securebits_change(start_exporter):
-    exporter = start_exporter()
+def test_keep_caps_is_a_securebits_change(exporter):
     comm = unique_comm("kc")
     run_workload(f"{comm}=keep-caps:1", f"{comm}=keep-caps:1", f"{comm}=keep-caps:0")
     bits = exporter.series("capability_securebits_changes_total", comm=comm)
@@ -72,8 +78,7 @@ def test_keep_caps_is_a_securebits_change(start_exporter):
     assert exporter.series(CHANGES, comm=comm) == {}
 
 
-def test_prctl_that_changes_nothing_counts_nothing(start_exporter):
-    exporter = start_exporter()
+def test_prctl_that_changes_nothing_counts_nothing(exporter):
     comm = unique_comm("gn")
     run_workload(f"{comm}=get-name:100")
     assert exporter.series(CHANGES, comm=comm) == {}
@@ -93,14 +98,20 @@ def file_capability_program():
     shutil.rmtree(directory)
 
 
-def test_unprivileged_exec_of_a_file_capability_binary_gains_it(start_exporter, file_capability_program):
-    exporter = start_exporter()
+def test_unprivileged_exec_of_a_file_capability_binary_gains_it(exporter, file_capability_program):
     comm = os.path.basename(file_capability_program)
     run_workload(user=NOBODY, program=file_capability_program)
     assert changed_caps(exporter, comm, syscall="execve") == {
         ("permitted", "CAP_NET_RAW", "gained"): 1,
         ("effective", "CAP_NET_RAW", "gained"): 1,
     }
+
+
+def test_checks_and_changes_are_counted_side_by_side(exporter):
+    comm = unique_comm("both")
+    run_workload(f"{comm}=drop-bounding:CAP_SYS_MODULE")
+    assert exporter.value("capability_checks_total", comm=comm, capability="CAP_SETPCAP") == 1
+    assert changed_caps(exporter, comm) == {("bounding", "CAP_SYS_MODULE", "lost"): 1}
 
 
 def test_change_tracking_can_be_turned_off(start_exporter):

@@ -50,8 +50,8 @@ def _status_caps(pid: int) -> dict[str, int]:
         return {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f) if k.startswith("Cap")}
 
 
-def test_exporter_drops_all_its_capabilities_and_keeps_serving(start_exporter):
-    exporter = start_exporter()
+def test_exporter_drops_all_its_capabilities_and_keeps_serving(shared_exporter):
+    exporter = shared_exporter
     caps = _status_caps(exporter.pid)
     assert caps["CapEff"] == 0 and caps["CapPrm"] == 0 and caps["CapAmb"] == 0 and caps["CapInh"] == 0
     assert caps["CapBnd"] == 0  # root here has CAP_SETPCAP, so the bounding set goes too
@@ -107,8 +107,8 @@ def test_landing_page_links_to_metrics_and_unknown_paths_are_404(start_exporter,
     assert err.value.code == 404
 
 
-def test_serving_process_never_maps_bcc_or_llvm(start_exporter):
-    exporter = start_exporter()
+def test_serving_process_never_maps_bcc_or_llvm(shared_exporter):
+    exporter = shared_exporter
     with open(f"/proc/{exporter.pid}/maps") as f:
         mapped = f.read()
     assert "libbcc" not in mapped and "libLLVM" not in mapped and "libclang" not in mapped

@@ -26,8 +26,8 @@ def test_program_stats_count_runs_when_enabled(start_exporter, counting_program)
     assert exporter.value("capability_exporter_bpf_program_run_seconds_total", program=counting_program) > 0
 
 
-def test_scrape_reports_its_duration_and_map_health(start_exporter):
-    exporter = start_exporter()
+def test_scrape_reports_its_duration_and_map_health(shared_exporter):
+    exporter = shared_exporter
     assert exporter.value("capability_exporter_bpf_map_read_success", map="checks") == 1
     assert exporter.value("capability_exporter_bpf_map_read_success", map="drops") == 1
     assert exporter.value("capability_exporter_scrape_duration_seconds") > 0
