@@ -88,8 +88,10 @@ def _attach(cfg: config.Config) -> tuple[loader.Attachment, dict[str, BpfMap]]:
     try:
         kernel.ensure_tracefs()
         attachment = loader.load(cfg)
-    except (LoadError, OSError) as err:
+    except LoadError as err:
         fail(str(err), EXIT_FAILURE)
+    except OSError as err:
+        fail(err.strerror or str(err), EXIT_FAILURE)
     for mode, why in attachment.reasons.items():
         log.info("attach mode %s not used: %s", mode, why)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import platform
@@ -58,6 +59,10 @@ def ensure_tracefs() -> str:
     found = tracing_dir()
     if found:
         return found
+    mounted = mounts("tracefs")
+    if mounted:
+        raise OSError(errno.EACCES, f"tracefs is mounted at {mounted[0]} but its events cannot be read "
+                                    "(run as root, or grant CAP_DAC_READ_SEARCH)")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
         err = ctypes.get_errno()
@@ -79,11 +84,18 @@ def has_tracepoint(category: str, event: str) -> bool:
     return tracing is not None and os.path.isdir(os.path.join(tracing, "events", category, event))
 
 
-def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
-    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+def mounts(fstype: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of a filesystem type, from mountinfo."""
+    found = []
     with open(mountinfo, encoding="utf-8") as f:
         for line in f:
             left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "cgroup2":
-                return left.split(" ")[4]
-    return None
+            if right.split(" ", 1)[0] == fstype:
+                found.append(left.split(" ")[4])
+    return found
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+    found = mounts("cgroup2", mountinfo)
+    return found[0] if found else None

@@ -56,12 +56,13 @@ class Exporter:
     """The real exporter as a subprocess, on a free loopback port."""
 
     def __init__(self, config_path: Path, *args: str, tls: Optional[ssl.SSLContext] = None,
-                 auth: Optional[tuple[str, str]] = None):
+                 auth: Optional[tuple[str, str]] = None, prefix: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.tls, self.auth = tls, auth
         self.proc = subprocess.Popen(
-            exporter_command("--config.file", str(config_path), "--web.listen-address", f"127.0.0.1:{self.port}", *args),
+            [*prefix, *exporter_command("--config.file", str(config_path), "--web.listen-address",
+                                        f"127.0.0.1:{self.port}", *args)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -1,0 +1,93 @@
+"""deploy/systemd: the unit verifies, and its capabilities are exactly what the exporter needs.
+
+There is no systemd to start the unit here, so the test does what the unit does to the
+process: a non-root uid with the unit's capabilities as its ambient and bounding sets.
+"""
+
+import subprocess
+
+import pytest
+
+from exporter import kernel
+from support import NOBODY, ROOT, Exporter, exporter_command, run_workload, unique_comm
+
+UNIT = ROOT / "deploy" / "systemd" / "capability-exporter.service"
+
+
+def unit_setting(key: str) -> list[str]:
+    values = [line.split("=", 1)[1].split() for line in UNIT.read_text().splitlines() if line.startswith(f"{key}=")]
+    assert len(values) == 1, f"{key} must be set once in {UNIT.name}"
+    return values[0]
+
+
+def as_service_user(caps: list[str]) -> list[str]:
+    """setpriv doing what systemd does with User= and AmbientCapabilities=/CapabilityBoundingSet=."""
+    names = ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}", f"--bounding-set=-all,{names}"]
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    # verify insists that ExecStart's binary exists: point it at this checkout's.
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/capability-exporter",
+                                             str(ROOT / ".venv" / "bin" / "capability-exporter")))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_ambient_and_bounding_sets_agree():
+    assert unit_setting("AmbientCapabilities") == unit_setting("CapabilityBoundingSet")
+
+
+def test_exporter_serves_as_non_root_with_only_the_units_capabilities(root_owned_file):
+    exporter = Exporter(ROOT / "config" / "default.yaml", prefix=tuple(as_service_user(unit_setting("AmbientCapabilities"))))
+    try:
+        exporter.wait_ready()
+        comm = unique_comm("svc")
+        run_workload(f"{comm}=chown:7:{root_owned_file}", user=NOBODY)
+        assert exporter.value("capability_denials_total", comm=comm, capability="CAP_CHOWN") == 7
+        with open(f"/proc/{exporter.pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        assert status["Uid"].split()[0] == str(NOBODY)
+        assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0000000000000000"
+    finally:
+        assert exporter.stop() == 0, exporter.stderr
+
+
+def minimal_caps_here() -> list[str]:
+    """What this kernel needs: tracefs is root-only (CAP_DAC_READ_SEARCH), and perf_event_open()
+    wants CAP_SYS_ADMIN where perf_event_paranoid is 3 (a Debian and Ubuntu patch) or before 5.8,
+    which has no CAP_BPF/CAP_PERFMON; elsewhere CAP_BPF and CAP_PERFMON do."""
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        paranoid = int(f.read())
+    if paranoid > 2 or kernel.version() < (5, 8, 0):
+        return ["CAP_DAC_READ_SEARCH", "CAP_SYS_ADMIN"]
+    return ["CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH"]
+
+
+def check_as_service_user(caps: list[str]) -> subprocess.CompletedProcess:
+    done = subprocess.run([*as_service_user(caps), *exporter_command("--config.check")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def test_the_unit_grants_what_this_kernel_needs_and_that_is_enough():
+    minimal = minimal_caps_here()
+    assert set(minimal) <= set(unit_setting("AmbientCapabilities"))
+    done = check_as_service_user(minimal)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("missing", ["CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH", "CAP_SYS_ADMIN"])
+def test_each_capability_this_kernel_needs_is_necessary(missing):
+    minimal = minimal_caps_here()
+    if missing not in minimal:
+        # Not needed here: the minimal set without it is the minimal set, which works.
+        assert check_as_service_user(minimal).returncode == 0
+        return
+    done = check_as_service_user([c for c in minimal if c != missing])
+    assert done.returncode != 0, f"works without {missing} on this kernel"
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("capability-exporter: error:")]
+    assert len(errors) == 1, done.stderr
