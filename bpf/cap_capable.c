@@ -4,6 +4,9 @@
  * CHECKS_MAX_ENTRIES, INFLIGHT_MAX_ENTRIES; COUNT_NOAUDIT; CAP_AUDIT_ARG_INT
  * (kernels before 5.1, where the 4th argument is "int audit");
  * KEY_UID, KEY_CGROUP, KEY_OPTS; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
+ * CGROUP_V1_SUBSYS=n keys by the cgroup of that cgroup v1 controller instead of
+ * cgroup v2; it needs TASK_CGROUPS, CSS_SET_SUBSYS, CSS_CGROUP, CGROUP_KN and
+ * KERNFS_NODE_ID, byte offsets read from BTF.
  * For `capability-exporter trace`: EMIT_EVENTS sends one event per check to user
  * space instead of counting; DENIED_ONLY, USER_STACKS, KERNEL_STACKS, STACKS_MAX_ENTRIES.
  */
@@ -117,6 +120,29 @@ static __always_inline void emit_check(void *ctx, int cap, int ret, __u32 opts, 
 }
 #endif
 
+#ifdef CGROUP_V1_SUBSYS
+static __always_inline __u64 read_kernel_u64(void *address)
+{
+	__u64 value = 0;
+
+	bpf_probe_read_kernel(&value, sizeof(value), address);
+	return value;
+}
+
+/* bpf_get_current_cgroup_id() knows only cgroup v2; containers that live in v1
+ * hierarchies are found through task->cgroups->subsys[n]->cgroup->kn->id. */
+static __always_inline __u64 current_v1_cgroup_id(void)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *css_set = (void *)read_kernel_u64(task + TASK_CGROUPS);
+	void *css = (void *)read_kernel_u64(css_set + CSS_SET_SUBSYS + CGROUP_V1_SUBSYS * sizeof(void *));
+	void *cgroup = (void *)read_kernel_u64(css + CSS_CGROUP);
+	void *kn = (void *)read_kernel_u64(cgroup + CGROUP_KN);
+
+	return read_kernel_u64(kn + KERNFS_NODE_ID);
+}
+#endif
+
 static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid)
 {
 	struct check_key key = {};
@@ -127,7 +153,9 @@ static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid)
 #ifdef KEY_UID
 	key.uid = uid;
 #endif
-#ifdef KEY_CGROUP
+#if defined(KEY_CGROUP) && defined(CGROUP_V1_SUBSYS)
+	key.cgroup_id = current_v1_cgroup_id();
+#elif defined(KEY_CGROUP)
 	key.cgroup_id = bpf_get_current_cgroup_id();
 #endif
 #ifdef KEY_OPTS

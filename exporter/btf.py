@@ -261,6 +261,20 @@ class Btf:
                                f"(bit {bit_offset}), which has no byte offset")
         return Member(offset=bit_offset // 8, size=self._size_of(type_id))
 
+    def enum_value(self, enum: str, name: str) -> int:
+        """The value of one enumerator, e.g. enum_value("cgroup_subsys_id", "memory_cgrp_id")."""
+        wanted = enum.encode()
+        for type_id in range(1, len(self._starts)):
+            name_off, kind, vlen, _, _, at = self._type(type_id)
+            if kind != ENUM or not self._name_is(name_off, wanted):
+                continue
+            for i in range(vlen):
+                entry_name, value = self._words[at + 3 + 2 * i], self._words[at + 4 + 2 * i]
+                if self._name(entry_name) == name:
+                    return value - (1 << 32) if value >= 1 << 31 else value
+            raise BtfError(f"enum {enum} has no enumerator {name}")
+        raise BtfError(f"BTF has no enum {enum}")
+
     def size(self, struct: str) -> int:
         """sizeof(struct `struct`)."""
         return self._size_of(self._struct_id(struct))

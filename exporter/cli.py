@@ -155,7 +155,7 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
         CapabilityCollector(
             maps, attachment.programs,
             ProbeInfo.of(attachment.mode, cfg.probe.count_noaudit),
-            cfg.labels, config.comm_filter(cfg.filters), CgroupNames(kernel.cgroup2_mount()),
+            cfg.labels, config.comm_filter(cfg.filters), CgroupNames(_cgroup_root(cfg.labels)),
             # A BPF_ENABLE_STATS fd turns stats on without showing in the sysctl.
             stats_enabled=lambda: stats_fd is not None or progstats.enabled(),
         )
@@ -174,6 +174,13 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     attachment.close()
     progstats.disable(stats_fd)
     return 0
+
+
+def _cgroup_root(labels: config.LabelsConfig) -> Optional[str]:
+    """The cgroup tree whose ids the checks map holds: one v1 controller's, or v2."""
+    if labels.cgroup_v1_controller:
+        return kernel.cgroup_v1_mount(labels.cgroup_v1_controller)
+    return kernel.cgroup2_mount()
 
 
 def _drop_privileges() -> None:

@@ -66,6 +66,12 @@ def _cgroup_path(path: str) -> Optional[str]:
     return None
 
 
+def _controller_name(name: str) -> Optional[str]:
+    if name and not re.fullmatch(r"[a-z_]+", name):
+        return f"must be a cgroup v1 controller name such as memory or cpu (got {name!r})"
+    return None
+
+
 def _checked(default: Any, check: Callable[[Any], Optional[str]]) -> Any:
     return field(default=default, metadata={"check": check})
 
@@ -99,6 +105,7 @@ class LabelsConfig:
     container: bool = False
     pod: bool = False
     opts: bool = False
+    cgroup_v1_controller: str = _checked("", _controller_name)
 
     @property
     def needs_cgroup_id(self) -> bool:

@@ -95,6 +95,17 @@ def mounts(fstype: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return found
 
 
+def cgroup_v1_mount(controller: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
+    """Where the cgroup v1 hierarchy of one controller (memory, cpu, ...) is mounted."""
+    with open(mountinfo, encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _, options = right.split(" ", 2) + [""] * (3 - len(right.split(" ", 2)))
+            if fstype == "cgroup" and controller in options.strip().split(","):
+                return left.split(" ")[4]
+    return None
+
+
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
     """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
     found = mounts("cgroup2", mountinfo)

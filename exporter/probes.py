@@ -27,6 +27,14 @@ CRED_LAYOUT = {
     "TASK_REAL_PARENT": ("task_struct", "real_parent"),
     "TASK_TGID": ("task_struct", "tgid"),
 }
+# The path from a task to the cgroup of one cgroup v1 controller, for CGROUP_V1_SUBSYS.
+CGROUP_V1_LAYOUT = {
+    "TASK_CGROUPS": ("task_struct", "cgroups"),
+    "CSS_SET_SUBSYS": ("css_set", "subsys"),
+    "CSS_CGROUP": ("cgroup_subsys_state", "cgroup"),
+    "CGROUP_KN": ("cgroup", "kn"),
+    "KERNFS_NODE_ID": ("kernfs_node", "id"),
+}
 # What each mode's program is called in the kernel, for self-metrics.
 PROGRAM_LABELS = {
     "kretfunc__cap_capable": "cap_capable_fexit",
@@ -167,6 +175,7 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) 
     extra: more -D defines for both programs (trace's EMIT_EVENTS and friends).
     """
     cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
+    extra = {**(extra or {}), **cgroup_v1_defines(config)}
     reasons: dict[str, str] = {}
     for mode in candidates(config.probe.mode):
         try:
@@ -218,6 +227,22 @@ def _fill_filters(module: Any, config: Config, cgroup: Optional[str]) -> None:
                 table[table.Key(ident)] = table.Leaf(1)
     if cgroup:
         module["filter_cgroup"][0] = cgroup
+
+
+def cgroup_v1_defines(config: Config) -> Defines:
+    """Offsets and the controller's index for keying checks by a cgroup v1 hierarchy."""
+    controller = config.labels.cgroup_v1_controller
+    if not (controller and config.labels.needs_cgroup_id):
+        return {}
+    if kernel.cgroup_v1_mount(controller) is None:
+        raise LoadError(f"labels.cgroup_v1_controller: no cgroup v1 hierarchy of {controller} is mounted")
+    try:
+        layout = btf.Btf.load()
+        defines: Defines = {name: layout.member(*where).offset for name, where in CGROUP_V1_LAYOUT.items()}
+        defines["CGROUP_V1_SUBSYS"] = layout.enum_value("cgroup_subsys_id", f"{controller}_cgrp_id")
+    except btf.BtfError as err:
+        raise LoadError(f"labels.cgroup_v1_controller: {err}") from None
+    return defines
 
 
 def cgroup_dir(path: str) -> str:

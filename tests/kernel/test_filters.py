@@ -92,3 +92,31 @@ def test_container_and_pod_labels_from_a_real_cgroup(start_exporter, container_c
     assert exporter.value("capability_checks_total", comm=inside, capability="CAP_SETUID",
                           container=container, pod=pod) == 12
     assert exporter.value("capability_checks_total", comm=outside, capability="CAP_SETUID", container="", pod="") == 3
+
+
+@pytest.fixture
+def v1_container_cgroup():
+    """A cgroupfs-driver container cgroup in the cgroup v1 memory hierarchy."""
+    mount = kernel.cgroup_v1_mount("memory")
+    assert mount, "these machines mount the cgroup v1 memory controller"
+    pod, container = str(uuid.uuid4()), uuid.uuid4().hex * 2
+    top = os.path.join(mount, f"capexp-{uuid.uuid4().hex[:6]}")
+    leaf = os.path.join(top, "kubepods", "besteffort", f"pod{pod}", container)
+    os.makedirs(leaf)
+    yield leaf, pod, container
+    while leaf != mount:
+        os.rmdir(leaf)
+        leaf = os.path.dirname(leaf)
+
+
+def test_container_labels_from_a_cgroup_v1_hierarchy(start_exporter, v1_container_cgroup):
+    leaf, pod, container = v1_container_cgroup
+    comm = unique_comm("v1")
+    exporter = start_exporter({"labels": {"container": True, "pod": True, "cgroup": True,
+                                          "cgroup_v1_controller": "memory"}})
+    run_workload(f"{comm}=setuid:9", cgroup=leaf)
+    (labels,) = exporter.series("capability_checks_total", comm=comm)
+    labels = dict(labels)
+    assert (labels["container"], labels["pod"]) == (container, pod)
+    assert labels["cgroup"].endswith(f"/pod{pod}/{container}")
+    assert exporter.value("capability_checks_total", **labels) == 9
