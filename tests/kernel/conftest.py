@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import run_exporter, starter
+from support import run_exporter, starter, unique_comm
 
 # What each attach mode's counting program is called in capability_exporter_bpf_program_*.
 COUNTING_PROGRAM = {"fexit": "cap_capable_fexit", "kprobe": "cap_capable_return", "tracepoint": "cap_capable_tracepoint"}
@@ -50,11 +50,26 @@ def shared_exporter(tmp_path_factory):
 
 
 @pytest.fixture
-def root_owned_file():
-    """A root-owned file in a directory everyone can search, so chown reaches the CAP_CHOWN check."""
+def public_dir():
+    """A directory every user can search (pytest's tmp_path is root-only), removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="capexp-"))
     directory.chmod(0o755)
-    path = directory / "owned-by-root"
-    path.write_text("")
-    yield path
+    yield directory
     shutil.rmtree(directory)
+
+
+@pytest.fixture
+def root_owned_file(public_dir):
+    """A root-owned file that other users can reach, so their chown gets to the CAP_CHOWN check."""
+    path = public_dir / "owned-by-root"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture
+def true_copy(public_dir):
+    """A copy of /bin/true that anyone may run, named with a fresh comm: exec makes that its comm."""
+    path = public_dir / unique_comm("exe")
+    shutil.copy("/bin/true", path)
+    path.chmod(0o755)
+    return str(path)

@@ -5,8 +5,6 @@ it says so instead of guessing.
 """
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -24,18 +22,6 @@ def exporters(tmp_path_factory):
         running.stop()
 
 
-@pytest.fixture
-def program_named_uniquely():
-    """A copy of /bin/true whose file name is a fresh comm, executable by anyone."""
-    directory = tempfile.mkdtemp(prefix="capexp-")
-    os.chmod(directory, 0o755)
-    path = os.path.join(directory, unique_comm("exe"))
-    shutil.copy("/bin/true", path)
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(directory)
-
-
 # Only modes that see cap_capable's opts can tell this check is not audited.
 @pytest.mark.modes("fexit", "kprobe")
 def test_reading_another_users_proc_stat_is_one_noaudit_ptrace_check_each(exporters):
@@ -49,12 +35,12 @@ def test_reading_another_users_proc_stat_is_one_noaudit_ptrace_check_each(export
     assert verbose.value("capability_denials_total", comm=comm, capability="CAP_SYS_PTRACE", **labels) == 40
 
 
-def test_unprivileged_exec_makes_noaudit_sys_admin_checks(exporters, attach_mode, program_named_uniquely):
+def test_unprivileged_exec_makes_noaudit_sys_admin_checks(exporters, attach_mode, true_copy):
     default, verbose = exporters
-    comm = os.path.basename(program_named_uniquely)
+    comm = os.path.basename(true_copy)
     # Loading a program reserves memory: cap_vm_enough_memory asks for CAP_SYS_ADMIN without audit.
     # Some kernels inline that cap_capable call (Debian's 6.1); the exporter counts it either way.
-    run_workload(user=NOBODY, program=program_named_uniquely)
+    run_workload(user=NOBODY, program=true_copy)
     counted = verbose.series("capability_checks_total", comm=comm, capability="CAP_SYS_ADMIN")
     assert counted, "an unprivileged exec makes CAP_SYS_ADMIN checks"
     (labels, checks), = counted.items()

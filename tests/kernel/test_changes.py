@@ -1,9 +1,7 @@
 """Capability changes on the real kernel: exact per-capability counts from workloads the test runs."""
 
 import os
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -86,16 +84,10 @@ def test_prctl_that_changes_nothing_counts_nothing(exporter):
 
 
 @pytest.fixture
-def file_capability_program():
-    """A copy of /bin/true with file capabilities cap_net_raw+ep, executable by anyone."""
-    directory = tempfile.mkdtemp(prefix="capexp-")
-    os.chmod(directory, 0o755)
-    path = os.path.join(directory, unique_comm("fc"))
-    shutil.copy("/bin/true", path)
-    os.chmod(path, 0o755)
-    subprocess.run(["setcap", "cap_net_raw+ep", path], check=True)
-    yield path
-    shutil.rmtree(directory)
+def file_capability_program(true_copy):
+    """A program anyone may run, with file capabilities cap_net_raw+ep."""
+    subprocess.run(["setcap", "cap_net_raw+ep", true_copy], check=True)
+    return true_copy
 
 
 def test_unprivileged_exec_of_a_file_capability_binary_gains_it(exporter, file_capability_program):

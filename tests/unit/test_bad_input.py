@@ -36,15 +36,20 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("name, text, expected", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_is_one_clear_line_and_exit_2(tmp_path, name, text, expected):
+def _usage_error(tmp_path, flag: str, text: str) -> str:
+    """Run the CLI with a file of this text behind flag; its one error line, after exit status 2."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    done = run_exporter("--config.file", str(path), "--config.check")
+    done = run_exporter(flag, str(path), "--config.check")
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
-    assert expected in line
     assert str(path) in line
+    return line
+
+
+@pytest.mark.parametrize("name, text, expected", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_clear_line_and_exit_2(tmp_path, name, text, expected):
+    assert expected in _usage_error(tmp_path, "--config.file", text)
 
 
 def test_two_problems_are_reported_in_the_same_line(tmp_path):
@@ -104,9 +109,5 @@ BAD_WEB_CONFIGS = [
 
 @pytest.mark.parametrize("name, text, expected", BAD_WEB_CONFIGS, ids=[c[0] for c in BAD_WEB_CONFIGS])
 def test_bad_web_config_stops_start_up_with_one_line_and_exit_2(tmp_path, name, text, expected):
-    path = tmp_path / "web.yml"
-    path.write_text(text)
-    done = run_exporter("--web.config.file", str(path), "--config.check")
-    assert done.returncode == 2
-    line = _one_error_line(done.stderr)
+    line = _usage_error(tmp_path, "--web.config.file", text)
     assert "invalid web config" in line and expected in line
