@@ -4,11 +4,12 @@ import errno
 import os
 import signal
 import socket
+import subprocess
 import urllib.error
 
 import pytest
 
-from exporter import bpf_syscall, progstats
+from exporter import bpf_syscall, kernel, progstats
 from support import run_exporter, run_workload, unique_comm
 
 
@@ -112,3 +113,15 @@ def test_serving_process_never_maps_bcc_or_llvm(shared_exporter):
     with open(f"/proc/{exporter.pid}/maps") as f:
         mapped = f.read()
     assert "libbcc" not in mapped and "libLLVM" not in mapped and "libclang" not in mapped
+
+
+# host_kernel: the matrix's guests run tests side by side, and another test may need tracefs meanwhile.
+@pytest.mark.host_kernel
+def test_tracefs_is_mounted_when_it_is_not():
+    for mount_point in reversed(kernel.mounts("tracefs")):
+        subprocess.run(["umount", "-l", mount_point], check=True)
+    assert kernel.tracing_dir() is None
+    done = run_exporter("--config.check")
+    assert done.returncode == 0, done.stderr
+    assert "mounted tracefs at /sys/kernel/tracing" in done.stderr
+    assert kernel.mounts("tracefs") == ["/sys/kernel/tracing"]
