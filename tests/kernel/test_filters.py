@@ -1,6 +1,8 @@
 """Filters and optional labels, checked against real workloads."""
 
 import os
+import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -95,10 +97,24 @@ def test_container_and_pod_labels_from_a_real_cgroup(start_exporter, container_c
 
 
 @pytest.fixture
-def v1_container_cgroup():
-    """A cgroupfs-driver container cgroup in the cgroup v1 memory hierarchy."""
+def memory_v1_hierarchy():
+    """The cgroup v1 memory hierarchy: this machine's, or one the test mounts (virtme guests have v2 only)."""
     mount = kernel.cgroup_v1_mount("memory")
-    assert mount, "these machines mount the cgroup v1 memory controller"
+    if mount:
+        yield mount
+        return
+    mount = tempfile.mkdtemp(prefix="capexp-cgroup-v1-")
+    done = subprocess.run(["mount", "-t", "cgroup", "-o", "memory", "cgroup", mount], capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot mount a cgroup v1 memory hierarchy: {done.stderr.strip()}"
+    yield mount
+    subprocess.run(["umount", mount], check=True)
+    os.rmdir(mount)
+
+
+@pytest.fixture
+def v1_container_cgroup(memory_v1_hierarchy):
+    """A cgroupfs-driver container cgroup in the cgroup v1 memory hierarchy."""
+    mount = memory_v1_hierarchy
     pod, container = str(uuid.uuid4()), uuid.uuid4().hex * 2
     top = os.path.join(mount, f"capexp-{uuid.uuid4().hex[:6]}")
     leaf = os.path.join(top, "kubepods", "besteffort", f"pod{pod}", container)
