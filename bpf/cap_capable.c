@@ -4,6 +4,7 @@
  * CHECKS_MAX_ENTRIES, INFLIGHT_MAX_ENTRIES; COUNT_NOAUDIT; CAP_AUDIT_ARG_INT
  * (kernels before 5.1, where the 4th argument is "int audit");
  * KEY_UID, KEY_CGROUP, KEY_OPTS; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
+ * VM_ENOUGH_RETURNS_ERRNO: cap_vm_enough_memory() returns 0 or an error (6.12+).
  * CGROUP_V1_SUBSYS=n keys by the cgroup of that cgroup v1 controller instead of
  * cgroup v2; it needs TASK_CGROUPS, CSS_SET_SUBSYS, CSS_CGROUP, CGROUP_KN and
  * KERNFS_NODE_ID, byte offsets read from BTF.
@@ -222,9 +223,15 @@ static __always_inline void enter_vm_enough(void)
 		count_drop(DROP_INFLIGHT);
 }
 
-/* cap_vm_enough_memory() returns 1 when CAP_SYS_ADMIN was granted. */
-static __always_inline void leave_vm_enough(void *ctx, int granted)
+/* cap_vm_enough_memory() returns 1 when CAP_SYS_ADMIN was granted, or, since
+ * Linux 6.12 (VM_ENOUGH_RETURNS_ERRNO), 0 when granted and an error when not. */
+static __always_inline void leave_vm_enough(void *ctx, int ret)
 {
+#ifdef VM_ENOUGH_RETURNS_ERRNO
+	int granted = ret == 0;
+#else
+	int granted = ret == 1;
+#endif
 	__u32 tid = bpf_get_current_pid_tgid();
 
 	if (!in_vm_enough.lookup(&tid))

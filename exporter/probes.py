@@ -101,6 +101,7 @@ def cflags(config: Config, mode: str, extra: Optional[Defines] = None) -> list[s
     flags = {
         "COUNT_NOAUDIT": config.probe.count_noaudit,
         "CAP_AUDIT_ARG_INT": kernel.version() < (5, 1, 0),
+        "VM_ENOUGH_RETURNS_ERRNO": kernel.version() >= (6, 12, 0),
         "KEY_UID": config.labels.uid,
         "KEY_CGROUP": config.labels.needs_cgroup_id,
         "KEY_OPTS": config.labels.opts,

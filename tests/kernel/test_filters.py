@@ -96,40 +96,53 @@ def test_container_and_pod_labels_from_a_real_cgroup(start_exporter, container_c
     assert exporter.value("capability_checks_total", comm=outside, capability="CAP_SETUID", container="", pod="") == 3
 
 
+V1_CONTROLLERS = ("memory", "pids", "cpu")
+
+
 @pytest.fixture
-def memory_v1_hierarchy():
-    """The cgroup v1 memory hierarchy: this machine's, or one the test mounts (virtme guests have v2 only)."""
-    mount = kernel.cgroup_v1_mount("memory")
-    if mount:
-        yield mount
-        return
+def v1_hierarchy():
+    """(mount, controller) of a cgroup v1 hierarchy: this machine's memory one, or one the test
+    mounts (virtme guests have cgroup v2 only; 6.12 builds memcg v1 out, so try others too)."""
+    for controller in V1_CONTROLLERS:
+        mount = kernel.cgroup_v1_mount(controller)
+        if mount:
+            yield mount, controller
+            return
     mount = tempfile.mkdtemp(prefix="capexp-cgroup-v1-")
-    done = subprocess.run(["mount", "-t", "cgroup", "-o", "memory", "cgroup", mount], capture_output=True, text=True)
-    assert done.returncode == 0, f"cannot mount a cgroup v1 memory hierarchy: {done.stderr.strip()}"
-    yield mount
+    errors = []
+    for controller in V1_CONTROLLERS:
+        done = subprocess.run(["mount", "-t", "cgroup", "-o", controller, "cgroup", mount],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        errors.append(f"{controller}: {done.stderr.strip()}")
+    else:
+        os.rmdir(mount)
+        pytest.fail(f"cannot mount any cgroup v1 hierarchy: {'; '.join(errors)}")
+    yield mount, controller
     subprocess.run(["umount", mount], check=True)
     os.rmdir(mount)
 
 
 @pytest.fixture
-def v1_container_cgroup(memory_v1_hierarchy):
-    """A cgroupfs-driver container cgroup in the cgroup v1 memory hierarchy."""
-    mount = memory_v1_hierarchy
+def v1_container_cgroup(v1_hierarchy):
+    """A cgroupfs-driver container cgroup in a cgroup v1 hierarchy."""
+    mount, controller = v1_hierarchy
     pod, container = str(uuid.uuid4()), uuid.uuid4().hex * 2
     top = os.path.join(mount, f"capexp-{uuid.uuid4().hex[:6]}")
     leaf = os.path.join(top, "kubepods", "besteffort", f"pod{pod}", container)
     os.makedirs(leaf)
-    yield leaf, pod, container
+    yield leaf, pod, container, controller
     while leaf != mount:
         os.rmdir(leaf)
         leaf = os.path.dirname(leaf)
 
 
 def test_container_labels_from_a_cgroup_v1_hierarchy(start_exporter, v1_container_cgroup):
-    leaf, pod, container = v1_container_cgroup
+    leaf, pod, container, controller = v1_container_cgroup
     comm = unique_comm("v1")
     exporter = start_exporter({"labels": {"container": True, "pod": True, "cgroup": True,
-                                          "cgroup_v1_controller": "memory"}})
+                                          "cgroup_v1_controller": controller}})
     run_workload(f"{comm}=setuid:9", cgroup=leaf)
     (labels,) = exporter.series("capability_checks_total", comm=comm)
     labels = dict(labels)
