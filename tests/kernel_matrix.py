@@ -112,6 +112,8 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
             )
         except subprocess.TimeoutExpired:
             return [Cell(kernel, m, "fail", f"the guest did not finish in {GUEST_TIMEOUT} s") for m in MODES]
+        except OSError as err:
+            return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
     if not report.exists():
         return [Cell(kernel, m, "fail", f"the guest wrote no report (see {_slug(kernel)}-boot.log)") for m in MODES]
     return [Cell(**c) for c in json.loads(report.read_text())]
