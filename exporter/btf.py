@@ -280,9 +280,12 @@ class Btf:
         return self._size_of(self._struct_id(struct))
 
 
-def offsets(wanted: Dict[str, Tuple[str, str]], path: str = VMLINUX) -> Dict[str, Member]:
-    """Look up every (struct, member path) in `wanted`, naming all the missing ones in one BtfError."""
-    btf = Btf.load(path)
+def offsets(wanted: Dict[str, Tuple[str, str]], path: str = VMLINUX, btf: Optional[Btf] = None) -> Dict[str, Member]:
+    """Look up every (struct, member path) in `wanted`, naming all the missing ones in one BtfError.
+
+    btf: an already loaded Btf of path, so that callers needing several lookups parse it once.
+    """
+    btf = btf or Btf.load(path)
     found: Dict[str, Member] = {}
     missing: List[str] = []
     for name, (struct_name, member_path) in wanted.items():

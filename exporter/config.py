@@ -6,7 +6,7 @@ import dataclasses
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
@@ -35,10 +35,13 @@ def _at_least(low: int, high: Optional[int] = None) -> Callable[[int], Optional[
     return check
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[str], Optional[str]]:
+def one_of(choices: Iterable[str]) -> Callable[[str], Optional[str]]:
+    """A field check: the value is one of choices (any iterable of names, a dict's keys too)."""
+    names = tuple(choices)
+
     def check(value: str) -> Optional[str]:
-        if value not in choices:
-            return f"must be one of {', '.join(choices)} (got {value!r})"
+        if value not in names:
+            return f"must be one of {', '.join(names)} (got {value!r})"
         return None
 
     return check
@@ -72,30 +75,31 @@ def _controller_name(name: str) -> Optional[str]:
     return None
 
 
-def _checked(default: Any, check: Callable[[Any], Optional[str]]) -> Any:
+def checked(default: Any, check: Callable[[Any], Optional[str]]) -> Any:
+    """A dataclass field whose value build() passes through check (None, or the problem)."""
     return field(default=default, metadata={"check": check})
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    mode: str = _checked("auto", _one_of(MODES))
+    mode: str = checked("auto", one_of(MODES))
     count_noaudit: bool = False
     bpf_stats: bool = False
 
 
 @dataclass(frozen=True)
 class MapsConfig:
-    checks_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
-    inflight_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+    checks_max_entries: int = checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+    inflight_max_entries: int = checked(10240, _at_least(1, MAX_MAP_ENTRIES))
 
 
 @dataclass(frozen=True)
 class FiltersConfig:
-    comm_include: tuple[str, ...] = _checked((), _each(_regex))
-    comm_exclude: tuple[str, ...] = _checked((), _each(_regex))
-    uids: tuple[int, ...] = _checked((), _each(_at_least(0, MAX_UID)))
-    pids: tuple[int, ...] = _checked((), _each(_at_least(1, 2**22)))
-    cgroup_prefix: str = _checked("", _cgroup_path)
+    comm_include: tuple[str, ...] = checked((), _each(_regex))
+    comm_exclude: tuple[str, ...] = checked((), _each(_regex))
+    uids: tuple[int, ...] = checked((), _each(_at_least(0, MAX_UID)))
+    pids: tuple[int, ...] = checked((), _each(_at_least(1, 2**22)))
+    cgroup_prefix: str = checked("", _cgroup_path)
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class LabelsConfig:
     container: bool = False
     pod: bool = False
     opts: bool = False
-    cgroup_v1_controller: str = _checked("", _controller_name)
+    cgroup_v1_controller: str = checked("", _controller_name)
 
     @property
     def needs_cgroup_id(self) -> bool:
@@ -115,8 +119,8 @@ class LabelsConfig:
 @dataclass(frozen=True)
 class ChangesConfig:
     enabled: bool = True
-    snapshots_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
-    changes_max_entries: int = _checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+    snapshots_max_entries: int = checked(10240, _at_least(1, MAX_MAP_ENTRIES))
+    changes_max_entries: int = checked(10240, _at_least(1, MAX_MAP_ENTRIES))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import logging
 import os
 import platform
 import re
-from typing import Optional
+from typing import Iterator, Optional
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +84,26 @@ def has_tracepoint(category: str, event: str) -> bool:
     return tracing is not None and os.path.isdir(os.path.join(tracing, "events", category, event))
 
 
-def mounts(fstype: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points of a filesystem type, from mountinfo."""
-    found = []
+def _mount_entries(mountinfo: str) -> Iterator[tuple[str, str, list[str]]]:
+    """(mount point, filesystem type, super options) of every mount in mountinfo."""
     with open(mountinfo, encoding="utf-8") as f:
         for line in f:
             left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == fstype:
-                found.append(left.split(" ")[4])
-    return found
+            fstype, _, rest = right.partition(" ")
+            options = rest.split(" ")[1].strip().split(",") if " " in rest else []
+            yield left.split(" ")[4], fstype, options
+
+
+def mounts(fstype: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of a filesystem type, from mountinfo."""
+    return [point for point, kind, _ in _mount_entries(mountinfo) if kind == fstype]
 
 
 def cgroup_v1_mount(controller: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
     """Where the cgroup v1 hierarchy of one controller (memory, cpu, ...) is mounted."""
-    with open(mountinfo, encoding="utf-8") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fstype, _, options = right.split(" ", 2) + [""] * (3 - len(right.split(" ", 2)))
-            if fstype == "cgroup" and controller in options.strip().split(","):
-                return left.split(" ")[4]
+    for point, kind, options in _mount_entries(mountinfo):
+        if kind == "cgroup" and controller in options:
+            return point
     return None
 
 

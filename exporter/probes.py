@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,7 @@ def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any
     """cap_changes.c on the syscall tracepoints; every kernel with BTF has them."""
     advice = "set changes.enabled: false to run without change tracking"
     try:
-        layout = {name: member.offset for name, member in btf.offsets(CRED_LAYOUT).items()}
+        layout = {name: member.offset for name, member in btf.offsets(CRED_LAYOUT, btf=_vmlinux()).items()}
         return _bcc_module("cap_changes.c", change_cflags(config, layout, extra))
     except btf.BtfError as err:
         raise LoadError(f"capability change tracking needs kernel BTF: {err} ({advice})") from None
@@ -238,12 +239,17 @@ def cgroup_v1_defines(config: Config) -> Defines:
     if kernel.cgroup_v1_mount(controller) is None:
         raise LoadError(f"labels.cgroup_v1_controller: no cgroup v1 hierarchy of {controller} is mounted")
     try:
-        layout = btf.Btf.load()
-        defines: Defines = {name: layout.member(*where).offset for name, where in CGROUP_V1_LAYOUT.items()}
-        defines["CGROUP_V1_SUBSYS"] = layout.enum_value("cgroup_subsys_id", f"{controller}_cgrp_id")
+        defines: Defines = {name: m.offset for name, m in btf.offsets(CGROUP_V1_LAYOUT, btf=_vmlinux()).items()}
+        defines["CGROUP_V1_SUBSYS"] = _vmlinux().enum_value("cgroup_subsys_id", f"{controller}_cgrp_id")
     except btf.BtfError as err:
         raise LoadError(f"labels.cgroup_v1_controller: {err}") from None
     return defines
+
+
+@functools.lru_cache(maxsize=1)
+def _vmlinux() -> btf.Btf:
+    """The kernel's BTF, parsed once however many programs need offsets from it."""
+    return btf.Btf.load()
 
 
 def cgroup_dir(path: str) -> str:

@@ -30,15 +30,6 @@ TLS_VERSIONS = {
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 
 
-def _one_of(choices: Iterable[str]) -> Callable[[str], Optional[str]]:
-    names = tuple(choices)
-
-    def check(value: str) -> Optional[str]:
-        return None if value in names else f"must be one of {', '.join(names)} (got {value!r})"
-
-    return check
-
-
 def _bcrypt_hashes(users: dict) -> Optional[str]:
     bad = [user for user, hashed in users.items() if not hashed.startswith(BCRYPT_PREFIXES)]
     return f"the password of {bad[0]!r} is not a bcrypt hash ($2a$, $2b$ or $2y$)" if bad else None
@@ -48,10 +39,10 @@ def _bcrypt_hashes(users: dict) -> Optional[str]:
 class TlsServerConfig:
     cert_file: str = ""
     key_file: str = ""
-    client_auth_type: str = field(default="NoClientCert", metadata={"check": _one_of(CLIENT_AUTH)})
+    client_auth_type: str = config.checked("NoClientCert", config.one_of(CLIENT_AUTH))
     client_ca_file: str = ""
-    min_version: str = field(default="TLS12", metadata={"check": _one_of(TLS_VERSIONS)})
-    max_version: str = field(default="TLS13", metadata={"check": _one_of(TLS_VERSIONS)})
+    min_version: str = config.checked("TLS12", config.one_of(TLS_VERSIONS))
+    max_version: str = config.checked("TLS13", config.one_of(TLS_VERSIONS))
 
 
 @dataclass(frozen=True)
