@@ -8,11 +8,30 @@
  * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES. For `capability-exporter trace`:
  * EMIT_EVENTS sends one event per changing syscall to user space (needs
  * TASK_REAL_PARENT and TASK_TGID), USER_STACKS, STACKS_MAX_ENTRIES.
+ * For `capability-exporter run`: FOLLOW_TREE (cap_capable.c's tree map), RECORD_HELD with
+ * HELD_MAX_ENTRIES, which keeps per comm every permitted set seen after a syscall.
  */
 #include "capability.h"
 
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
+#endif
+
+#ifdef FOLLOW_TREE
+/* cap_capable.c's map of the threads `capability-exporter run` follows. */
+BPF_TABLE("extern", __u32, __u8, tree, FOLLOW_TREE);
+
+static __always_inline bool in_tree(void)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+
+	return tree.lookup(&tid) != 0;
+}
+#else
+static __always_inline bool in_tree(void)
+{
+	return true;
+}
 #endif
 
 /* Types the syscall tracepoint formats name; only their size matters here. */
@@ -84,6 +103,8 @@ static __always_inline void save_creds(__u64 arg0, __u64 arg1, __u64 arg2, const
 	__u32 tid = bpf_get_current_pid_tgid();
 	struct snapshot snap = {};
 
+	if (!in_tree())
+		return;
 	read_creds(&snap.creds);
 #ifdef EMIT_EVENTS
 	snap.args[0] = arg0;
@@ -146,6 +167,27 @@ static __always_inline void emit_change(void *ctx, __u32 syscall, long ret, stru
 }
 #endif
 
+#ifdef RECORD_HELD
+/* Per-CPU: OR-ing into a shared value from two CPUs could lose bits; run ORs the copies. */
+BPF_PERCPU_HASH(held, struct held_key, __u64, HELD_MAX_ENTRIES);
+
+/* What a program holds is what its permitted set was after execve (or any other change). */
+static __always_inline void record_held(struct cred_state *after)
+{
+	struct held_key key = {};
+	__u64 *permitted;
+
+	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	permitted = held.lookup(&key);
+	if (permitted) {
+		*permitted |= after->sets[SET_PERMITTED];
+		return;
+	}
+	if (held.update(&key, &after->sets[SET_PERMITTED]))
+		count_drop(DROP_HELD);
+}
+#endif
+
 /* Only a full map loses a count; another CPU inserting the key first does not. */
 static __always_inline void count_change(struct change_key *key, __u64 before, __u64 after)
 {
@@ -180,6 +222,9 @@ static __always_inline void compare_creds(void *ctx, __u32 syscall, long ret)
 		return;
 	before = &snap->creds;
 	read_creds(&after);
+#ifdef RECORD_HELD
+	record_held(&after);
+#endif
 #ifdef EMIT_EVENTS
 	emit_change(ctx, syscall, ret, snap, &after);
 	snapshots.delete(&tid);

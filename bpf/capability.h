@@ -70,7 +70,13 @@ struct change_key {
 enum change_drop_slot {
 	DROP_SNAPSHOTS = 0,
 	DROP_CHANGES = 1,
-	CHANGE_DROP_SLOTS = 2,
+	DROP_HELD = 2,
+	CHANGE_DROP_SLOTS = 3,
+};
+
+/* run's "held" map: the union of the permitted sets a comm was seen with. */
+struct held_key {
+	char comm[COMM_LEN];
 };
 
 /* Per-event records for `capability-exporter trace` (-DEMIT_EVENTS only). */

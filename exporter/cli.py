@@ -25,14 +25,15 @@ log = logging.getLogger("exporter")
 DEFAULT_LISTEN = ":9661"
 DEFAULT_CONFIG = "config/default.yaml"
 LOG_LEVELS = ("debug", "info", "warn", "error")
-SUBCOMMANDS = {"trace": "exporter.trace"}
+SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.run"}
 
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
         description="Prometheus exporter for Linux capability checks and denials, counted in the kernel with eBPF. "
-        "Subcommand: 'capability-exporter trace --help' for the live view.",
+        "Subcommands: 'capability-exporter trace --help' for the live view; "
+        "'capability-exporter run --help' to find the capabilities one command needs.",
     )
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve metrics on (default {DEFAULT_LISTEN})")

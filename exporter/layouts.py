@@ -42,9 +42,17 @@ class ChangeKey(ctypes.Structure):
     ]
 
 
-# enum change_drop_slot
+# enum change_drop_slot (DROP_HELD only where run records what programs hold)
 CHANGE_DROP_SLOTS = {"cred_snapshots": 0, "changes": 1}
+HELD_DROP_SLOT = 2
 ChangeValue = ctypes.c_uint64
+
+
+class HeldKey(ctypes.Structure):
+    _fields_ = [("comm", ctypes.c_char * COMM_LEN)]
+
+
+HeldValue = ctypes.c_uint64
 
 
 def decode_comm(raw: bytes) -> str:
@@ -58,6 +66,8 @@ MAP_LAYOUTS = {
     "drops": (DropKey, DropValue),
     "changes": (ChangeKey, ChangeValue),
     "change_drops": (DropKey, DropValue),
+    "held": (HeldKey, HeldValue),
+    "tree_drops": (DropKey, DropValue),
 }
 
 

@@ -11,8 +11,10 @@ from . import capabilities, kernel
 
 log = logging.getLogger(__name__)
 
+PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 UNPRIVILEGED_BPF_SYSCTL = "/proc/sys/kernel/unprivileged_bpf_disabled"
@@ -60,15 +62,42 @@ def drop_all(keep: list[int]) -> DropResult:
     """
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "clear the ambient set")
     bounding_dropped = _drop_bounding(set(keep))
-    mask = sum(1 << cap for cap in keep)
+    mask = _mask(keep)
+    _capset(effective=mask, permitted=mask, inheritable=0)
+    return DropResult([capabilities.name(c) for c in keep], bounding_dropped)
+
+
+def become(uid: int, gid: int, caps: list[int]) -> None:
+    """Turn root into uid/gid holding exactly caps, as systemd's User=, AmbientCapabilities=
+    and CapabilityBoundingSet= do: the ambient set carries them through execve."""
+    if not _drop_bounding(set(caps)):
+        raise PrivilegeError("cannot shrink the bounding set (it takes root, or CAP_SETPCAP)")
+    _prctl(PR_SET_KEEPCAPS, 1, "keep capabilities across setuid")
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    mask = _mask(caps)
+    _capset(effective=mask, permitted=mask, inheritable=mask)
+    for cap in caps:
+        if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0:
+            raise PrivilegeError(f"cannot raise {capabilities.name(cap)} in the ambient set: "
+                                 f"{os.strerror(ctypes.get_errno())}")
+
+
+def _mask(caps: list[int]) -> int:
+    return sum(1 << cap for cap in caps)
+
+
+def _capset(effective: int, permitted: int, inheritable: int) -> None:
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     for i in range(2):
-        part = (mask >> (32 * i)) & 0xFFFFFFFF
-        data[i].effective = data[i].permitted = part
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     if _libc.capset(ctypes.byref(header), data) != 0:
         raise PrivilegeError(f"capset failed: {os.strerror(ctypes.get_errno())}")
-    return DropResult([capabilities.name(c) for c in keep], bounding_dropped)
 
 
 def _drop_bounding(keep: set[int]) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from . import btf, kernel
 from .config import Config
@@ -28,6 +30,8 @@ CRED_LAYOUT = {
     "TASK_REAL_PARENT": ("task_struct", "real_parent"),
     "TASK_TGID": ("task_struct", "tgid"),
 }
+# run's process tree reads a forked child's thread id.
+TREE_LAYOUT = {"TASK_PID": ("task_struct", "pid")}
 # The path from a task to the cgroup of one cgroup v1 controller, for CGROUP_V1_SUBSYS.
 CGROUP_V1_LAYOUT = {
     "TASK_CGROUPS": ("task_struct", "cgroups"),
@@ -178,6 +182,11 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) 
     """
     cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
     extra = {**(extra or {}), **cgroup_v1_defines(config)}
+    if extra and "FOLLOW_TREE" in extra:
+        try:
+            extra.update(_offsets(TREE_LAYOUT))
+        except btf.BtfError as err:
+            raise LoadError(f"following a process tree needs kernel BTF: {err}") from None
     reasons: dict[str, str] = {}
     for mode in candidates(config.probe.mode):
         try:
@@ -213,7 +222,7 @@ def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any
     """cap_changes.c on the syscall tracepoints; every kernel with BTF has them."""
     advice = "set changes.enabled: false to run without change tracking"
     try:
-        layout = {name: member.offset for name, member in btf.offsets(CRED_LAYOUT, btf=_vmlinux()).items()}
+        layout = _offsets(CRED_LAYOUT)
         return _bcc_module("cap_changes.c", change_cflags(config, layout, extra))
     except btf.BtfError as err:
         raise LoadError(f"capability change tracking needs kernel BTF: {err} ({advice})") from None
@@ -239,11 +248,16 @@ def cgroup_v1_defines(config: Config) -> Defines:
     if kernel.cgroup_v1_mount(controller) is None:
         raise LoadError(f"labels.cgroup_v1_controller: no cgroup v1 hierarchy of {controller} is mounted")
     try:
-        defines: Defines = {name: m.offset for name, m in btf.offsets(CGROUP_V1_LAYOUT, btf=_vmlinux()).items()}
+        defines = _offsets(CGROUP_V1_LAYOUT)
         defines["CGROUP_V1_SUBSYS"] = _vmlinux().enum_value("cgroup_subsys_id", f"{controller}_cgrp_id")
     except btf.BtfError as err:
         raise LoadError(f"labels.cgroup_v1_controller: {err}") from None
     return defines
+
+
+def _offsets(layout: dict[str, tuple[str, str]]) -> Defines:
+    """-D defines of struct member byte offsets, read from the kernel's BTF."""
+    return {name: member.offset for name, member in btf.offsets(layout, btf=_vmlinux()).items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -261,6 +275,19 @@ def cgroup_dir(path: str) -> str:
     if not os.path.isdir(full):
         raise LoadError(f"filters.cgroup_prefix: there is no cgroup {path} under {mount}")
     return full
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[Any]:
+    """BCC and LLVM write to fd 2; keep that for error messages instead of the terminal."""
+    log = tempfile.TemporaryFile()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield log
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _explain(err: Exception, compiler_log) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from . import capabilities, changes, kernel, probes
 from .config import ChangesConfig, Config, FiltersConfig, MODES, ProbeConfig
@@ -80,19 +78,6 @@ def defines_for(args) -> dict[str, Optional[int]]:
     return defines
 
 
-@contextlib.contextmanager
-def captured_stderr() -> Iterator[Any]:
-    """BCC and LLVM write to fd 2; keep that for error messages instead of the terminal."""
-    log = tempfile.TemporaryFile()
-    saved = os.dup(2)
-    os.dup2(log.fileno(), 2)
-    try:
-        yield log
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @dataclass
 class Tracer:
     args: Any
@@ -102,7 +87,7 @@ class Tracer:
 
     def attach(self) -> probes.Loaded:
         kernel.ensure_tracefs()
-        with captured_stderr() as log:
+        with probes.captured_stderr() as log:
             return probes.attach_first(config_for(self.args), log, defines_for(self.args))
 
     def run(self, loaded: probes.Loaded) -> int:

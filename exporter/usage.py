@@ -19,5 +19,7 @@ def fail(message: str, code: int) -> NoReturn:
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (exit 2) instead of usage plus error."""
 
+    usage_exit = EXIT_USAGE
+
     def error(self, message: str) -> NoReturn:
-        fail(f"{message} (see --help)", EXIT_USAGE)
+        fail(f"{message} (see --help)", self.usage_exit)
