@@ -11,7 +11,7 @@
  * For `capability-exporter trace`: EMIT_EVENTS sends one event per check to user
  * space instead of counting; DENIED_ONLY, USER_STACKS, KERNEL_STACKS, STACKS_MAX_ENTRIES.
  * For `capability-exporter run`: FOLLOW_TREE=n, the most threads of the command's
- * process tree at once, and TASK_PID from BTF.
+ * process tree at once, and TASK_PID from BTF; NOAUDIT_CALLERS=n (tracepoint mode).
  */
 #include "capability.h"
 
@@ -382,11 +382,57 @@ int kretprobe__cap_vm_enough_memory(struct pt_regs *ctx)
 
 #elif defined(MODE_TRACEPOINT)
 
+#ifdef NOAUDIT_CALLERS
+/* The kernel functions that only ever ask without audit (cap_vm_enough_memory,
+ * ns_capable_noaudit, ...), as [start, end) text addresses from kallsyms. */
+struct text_range {
+	__u64 start;
+	__u64 end;
+};
+
+BPF_ARRAY(noaudit_callers, struct text_range, NOAUDIT_CALLERS);
+
+/* Frames above the tracepoint that may hold the caller: cap_capable,
+ * security_capable, then the function that asked. */
+#define CALLER_DEPTH 4
+
+/* CAP_OPT_NOAUDIT when a known non-audited caller is on the kernel stack. */
+static __always_inline __u32 infer_opts(void *ctx)
+{
+	__u64 frames[CALLER_DEPTH] = {};
+
+	if (bpf_get_stack(ctx, frames, sizeof(frames), 0) < 0)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < NOAUDIT_CALLERS; i++) {
+		int index = i;
+		struct text_range *range = noaudit_callers.lookup(&index);
+
+		if (!range)
+			continue;
+#pragma unroll
+		for (int depth = 0; depth < CALLER_DEPTH; depth++)
+			if (frames[depth] >= range->start && frames[depth] < range->end)
+				return CAP_OPT_NOAUDIT;
+	}
+	return 0;
+}
+#else
+static __always_inline __u32 infer_opts(void *ctx)
+{
+	return 0;
+}
+#endif
+
 /* The tracepoint (Linux 6.14+) has no opts field: audited and non-audited
- * checks are counted alike, and the exporter's probe_info says so. */
+ * checks are counted alike, and the exporter's probe_info says so, unless
+ * NOAUDIT_CALLERS (run) tells them apart by their callers. */
 TRACEPOINT_PROBE(capability, cap_capable)
 {
-	count_check(args, args->cap, args->ret, 0);
+	__u32 opts = infer_opts(args);
+
+	if (is_counted(opts))
+		count_check(args, args->cap, args->ret, opts);
 	return 0;
 }
 

@@ -20,6 +20,10 @@ NOAUDIT_NOTES = {
     "included": "non-audited checks are counted apart and never enter the recommendation",
     "unknown": "non-audited checks were counted but not told apart: the needed set may include capabilities "
                "the kernel only probed without audit (e.g. CAP_SYS_ADMIN from memory accounting on exec)",
+    "inferred": "the tracepoint mode cannot see whether a check was audited; checks with a known non-audited "
+                "caller on their kernel stack (cap_vm_enough_memory, security_vm_enough_memory_mm, ns_capable_noaudit, "
+                "has_ns_capability_noaudit, has_capability_noaudit, ptracer_capable) are counted apart and never enter the recommendation; "
+                "one from another caller would count as audited",
     "indistinguishable": "the tracepoint mode cannot tell audited from non-audited checks: the needed set may "
                          "include capabilities the kernel only probed without audit (e.g. CAP_SYS_ADMIN from "
                          "memory accounting on exec and mmap)",
@@ -85,7 +89,7 @@ def audited_by(noaudit: str) -> Callable[[int], Optional[bool]]:
     """How to read a check's opts: audited, not audited, or None where they cannot say."""
     if noaudit == "excluded":
         return lambda opts: True
-    if noaudit == "included":
+    if noaudit in ("included", "inferred"):
         return lambda opts: not opts & CAP_OPT_NOAUDIT
     return lambda opts: None
 

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import capabilities, kernel, privileges, probes, profile
+from . import capabilities, kallsyms, kernel, privileges, probes, proc_status, profile
 from .config import ChangesConfig, Config, LabelsConfig, MODES, ProbeConfig
 from .layouts import HELD_DROP_SLOT, MAP_LAYOUTS, decode_comm
 from .maps import BpfMap, total
@@ -74,15 +74,20 @@ def identity(user: Optional[str], caps: str) -> Optional[Identity]:
 
 
 def cap_list(text: str) -> list[int]:
-    """--caps: all, or capability names (CAP_X, cap_x or X) separated by commas."""
+    """--caps: all (every capability run has itself), or names (CAP_X, cap_x or X) separated by commas."""
     if text.strip().lower() == "all":
-        return list(range(capabilities.last_cap() + 1))
+        return [capabilities.number(n) for n in capabilities.decode(_own_permitted())]
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n.upper().removeprefix("CAP_") not in
                {c.removeprefix("CAP_") for c in capabilities.NAMES}]
     if unknown:
         fail(f"--caps: unknown capabilities: {', '.join(unknown)}", EXIT_RUN_FAILED)
     return sorted({capabilities.number(n) for n in names})
+
+
+def _own_permitted() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return int(proc_status.parse(f.read())["CapPrm"], 16)
 
 
 def main(argv: list[str]) -> int:
@@ -99,6 +104,7 @@ def main(argv: list[str]) -> int:
             loaded = probes.attach_first(config_for(args.mode), log, DEFINES)
     except (probes.LoadError, OSError) as err:
         fail(str(err), EXIT_RUN_FAILED)
+    noaudit = _noaudit_handling(loaded)
     child = Child.start(args.command, who)
     for module in loaded.modules:
         table = module["tree"]
@@ -106,7 +112,7 @@ def main(argv: list[str]) -> int:
     code = child.run()
     if child.failed:
         return code
-    result = read_profile(loaded)
+    result = read_profile(loaded, noaudit)
     report.write(profile.render(args.format, result.profile, command=args.command, exit_code=code))
     report.flush()
     for warning in result.warnings:
@@ -114,8 +120,13 @@ def main(argv: list[str]) -> int:
     return code
 
 
+# Kernel functions whose capability checks are never audited: in tracepoint mode, which
+# cannot see opts, a check with one of them on its kernel stack is taken as non-audited.
+# security_vm_enough_memory_mm: 6.18 tail-calls cap_vm_enough_memory, which leaves no frame.
+NOAUDIT_FUNCTIONS = ("cap_vm_enough_memory", "security_vm_enough_memory_mm", "ns_capable_noaudit", "has_ns_capability_noaudit",
+                     "has_capability_noaudit", "ptracer_capable")
 DEFINES: probes.Defines = {"FOLLOW_TREE": TREE_MAX_THREADS, "RECORD_HELD": None,
-                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES}
+                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES, "NOAUDIT_CALLERS": len(NOAUDIT_FUNCTIONS)}
 
 
 def config_for(mode: str) -> Config:
@@ -231,10 +242,23 @@ class RunResult:
     warnings: list[str]
 
 
-def read_profile(loaded: probes.Loaded) -> RunResult:
+def _noaudit_handling(loaded: probes.Loaded) -> str:
+    """How non-audited checks are told apart: by opts, by their callers (tracepoint), or not at all."""
+    if loaded.mode != "tracepoint":
+        return "included"
+    try:
+        found = kallsyms.ranges(NOAUDIT_FUNCTIONS)
+    except OSError:
+        found = {}
+    table = loaded.modules[0]["noaudit_callers"]
+    for index, (start, end) in enumerate(found.values()):
+        table[table.Key(index)] = table.Leaf(start, end)
+    return "inferred" if found else "indistinguishable"
+
+
+def read_profile(loaded: probes.Loaded, noaudit: str) -> RunResult:
     """What the tree did, from the maps of both modules."""
     maps = _maps(loaded)
-    noaudit = "indistinguishable" if loaded.mode == "tracepoint" else "included"
     held = {decode_comm(key.comm): _union(values) for key, values in maps["held"].items()}
     result = profile.Profile(
         mode=loaded.mode, noaudit=noaudit,

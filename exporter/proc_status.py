@@ -1,0 +1,62 @@
+"""Live processes' capability sets, from /proc/<pid>/status and /proc/<pid>/comm."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from .layouts import decode_comm
+
+PROC = "/proc"
+KTHREADD_PID = 2
+
+
+def parse(text: str) -> dict[str, str]:
+    """The "Key:\\tvalue" lines of a status file."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key] = value.strip()
+    return fields
+
+
+@dataclass(frozen=True)
+class ProcessCaps:
+    pid: int
+    comm: str  # decoded as the checks map's comm is, so that the two match
+    permitted: int
+    effective: int
+    bounding: int
+    ambient: int
+
+
+def processes(proc: str = PROC) -> Iterator[ProcessCaps]:
+    """Every user-space process readable now; ones that exit while being read are skipped.
+
+    Kernel threads are left out: they hold every capability and exec nothing."""
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            process = read(int(entry.name), proc)
+        except (OSError, ValueError, KeyError):
+            continue
+        if process is not None:
+            yield process
+
+
+def read(pid: int, proc: str = PROC) -> ProcessCaps | None:
+    """One process's sets; None for a kernel thread."""
+    with open(f"{proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
+        status = parse(f.read())
+    if status.get("Kthread") == "1" or pid == KTHREADD_PID or status.get("PPid") == str(KTHREADD_PID):
+        return None
+    with open(f"{proc}/{pid}/comm", "rb") as f:
+        comm = decode_comm(f.read().rstrip(b"\n"))
+    return ProcessCaps(
+        pid, comm,
+        permitted=int(status["CapPrm"], 16), effective=int(status["CapEff"], 16),
+        bounding=int(status["CapBnd"], 16), ambient=int(status["CapAmb"], 16),
+    )
