@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from . import __version__, config, kernel, loader, privileges, progstats, server, webconfig
 from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from .cgroups import CgroupNames
-from .collector import CapabilityCollector, ProbeInfo
+from .collector import CapabilityCollector, ProbeInfo, UnusedSettings
 from .layouts import MAP_LAYOUTS
 from .maps import BpfMap, LayoutError
 from .probes import LoadError
@@ -142,7 +142,12 @@ def _web(args: argparse.Namespace, application):
 def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     registry = CollectorRegistry(auto_describe=False)
     mode = {"name": "starting"}
-    application, tls = _web(args, server.app(registry, args.telemetry_path, lambda: mode["name"]))
+    collector: list[CapabilityCollector] = []  # filled once attached; /profiles is empty before
+
+    def profiles() -> dict[str, dict]:
+        return collector[0].profiles() if collector else {}
+
+    application, tls = _web(args, server.app(registry, args.telemetry_path, lambda: mode["name"], profiles))
     try:
         httpd = server.bind(args.listen, application, tls)
     except server.ListenError as err:
@@ -152,15 +157,17 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     mode["name"] = attachment.mode
     log.info("attached to cap_capable in %s mode", attachment.mode)
     _drop_privileges()
-    registry.register(
+    collector.append(
         CapabilityCollector(
             maps, attachment.programs,
             ProbeInfo.of(attachment.mode, cfg.probe.count_noaudit),
             cfg.labels, config.comm_filter(cfg.filters), CgroupNames(_cgroup_root(cfg.labels)),
             # A BPF_ENABLE_STATS fd turns stats on without showing in the sysctl.
             stats_enabled=lambda: stats_fd is not None or progstats.enabled(),
+            unused=UnusedSettings.of(cfg.unused, config.comm_filter(cfg.filters, cfg.unused.comms)),
         )
     )
+    registry.register(collector[0])
     # Block the stop signals in every thread and wait for them here: a signal the kernel
     # delivers to the HTTP thread would otherwise never wake the main thread.
     stop_signals = {signal.SIGTERM, signal.SIGINT}

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, containers, progstats
+from . import __version__, capabilities, changes, containers, profile, progstats
 from .cgroups import CgroupNames
-from .config import LabelsConfig
+from .config import LabelsConfig, UnusedConfig
+from .held import HeldCapabilities
 from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, decode_comm
 from .maps import BpfMap, total
 
@@ -36,6 +38,29 @@ class ProbeInfo:
         return cls(mode, "included" if count_noaudit else "excluded")
 
 
+@dataclass
+class UnusedSettings:
+    """capability_unused: what live processes hold, which comms may have series, and how many."""
+
+    held: HeldCapabilities
+    keep_comm: Callable[[str], bool]
+    max_comms: int
+
+    @classmethod
+    def of(cls, config: UnusedConfig, keep_comm: Callable[[str], bool]) -> Optional["UnusedSettings"]:
+        if not config.enabled:
+            return None
+        return cls(HeldCapabilities(config.refresh_seconds), keep_comm, config.max_comms)
+
+
+@dataclass
+class _Scrape:
+    """What one scrape learns on its way: map sizes, and what each comm was granted."""
+
+    entries: dict[str, int] = field(default_factory=dict)
+    granted: dict[str, int] = field(default_factory=dict)  # comm -> mask of capabilities granted
+
+
 class CapabilityCollector(Collector):
     """Capability checks and denials per comm and capability, plus the exporter's own health."""
 
@@ -49,6 +74,7 @@ class CapabilityCollector(Collector):
         cgroup_names: CgroupNames,
         stats_enabled: Callable[[], bool] = progstats.enabled,
         read_program_stats: Callable[[int], dict[str, int]] = progstats.read,
+        unused: Optional[UnusedSettings] = None,
     ):
         self.maps = maps
         self.programs = programs
@@ -58,6 +84,9 @@ class CapabilityCollector(Collector):
         self.cgroup_names = cgroup_names
         self.stats_enabled = stats_enabled
         self.read_program_stats = read_program_stats
+        self.unused = unused
+        self._unused_dropped = 0
+        self._lock = threading.Lock()  # scrapes run in parallel threads
         self.label_names = ["comm", "capability"] + [
             n for n in ("uid", "cgroup", "container", "pod") if getattr(labels, n)
         ]
@@ -71,17 +100,19 @@ class CapabilityCollector(Collector):
             PREFIX + "bpf_map_read_success", "Whether the last read of a BPF map succeeded (1) or not (0).", labels=["map"]
         )
         sections = {"checks": self._checks, "drops": self._drops, "changes": self._changes}
-        entries: dict[str, int] = {}  # per scrape: scrapes may run concurrently
+        scrape = _Scrape()  # per scrape: scrapes may run concurrently
         for name in [n for n in sections if n in self.maps]:
             section = sections[name]
             try:
-                families.extend(section(entries))
+                families.extend(section(scrape))
                 read_ok.add_metric([name], 1)
             except OSError as err:
                 log.error("reading BPF map %s failed: %s", name, err)
                 read_ok.add_metric([name], 0)
         families.append(read_ok)
-        families.extend(self._fill(entries))
+        families.extend(self._fill(scrape.entries))
+        if self.unused is not None and "checks" in scrape.entries:
+            families.extend(self._unused(scrape.granted))
         families.extend(self._programs())
         yield from families
         yield GaugeMetricFamily(
@@ -104,12 +135,12 @@ class CapabilityCollector(Collector):
         probe.add_metric(["cap_capable", self.probe.mode, self.probe.noaudit], 1)
         return [build, probe]
 
-    def _checks(self, entries: dict[str, int]) -> Iterable[Metric]:
+    def _checks(self, scrape: _Scrape) -> Iterable[Metric]:
         self.cgroup_names.new_scrape()
         series: dict[tuple[str, ...], list[int]] = {}
-        entries["checks"] = 0
+        entries = 0
         for key, values in self.maps["checks"].items():
-            entries["checks"] += 1
+            entries += 1
             comm = decode_comm(key.comm)
             if not self.keep_comm(comm):
                 continue
@@ -117,6 +148,10 @@ class CapabilityCollector(Collector):
             value = total(values)
             counts[0] += value.checks
             counts[1] += value.denials
+            # Only with labels.opts can a key say that it was not audited.
+            if value.checks > value.denials and not key.opts & CAP_OPT_NOAUDIT:
+                scrape.granted[comm] = scrape.granted.get(comm, 0) | 1 << key.cap
+        scrape.entries["checks"] = entries
         checks = CounterMetricFamily(
             "capability_checks", "Capability checks (cap_capable calls), granted and denied.", labels=self.label_names
         )
@@ -138,11 +173,11 @@ class CapabilityCollector(Collector):
             capacity.add_metric([name], self.maps[name].capacity)
         return [map_entries, capacity]
 
-    def _changes(self, entries: dict[str, int]) -> Iterable[Metric]:
+    def _changes(self, scrape: _Scrape) -> Iterable[Metric]:
         totals: dict[tuple[str, ...], int] = {}
-        entries["changes"] = 0
+        scrape.entries["changes"] = 0
         for key, values in self.maps["changes"].items():
-            entries["changes"] += 1
+            scrape.entries["changes"] += 1
             comm = decode_comm(key.comm)
             if not self.keep_comm(comm):
                 continue
@@ -186,7 +221,7 @@ class CapabilityCollector(Collector):
             return ("unknown", "unknown")
         return (str(not opts & CAP_OPT_NOAUDIT).lower(), str(bool(opts & CAP_OPT_INSETID)).lower())
 
-    def _drops(self, entries: dict[str, int]) -> Iterable[Metric]:
+    def _drops(self, scrape: _Scrape) -> Iterable[Metric]:
         drops = CounterMetricFamily(
             PREFIX + "bpf_map_full_drops",
             "Counts lost because a BPF map was full; raise the map's size in the config if this grows.",
@@ -205,6 +240,54 @@ class CapabilityCollector(Collector):
     def _drop_count(self, map_name: str, slot: int) -> int:
         drops = self.maps[map_name]
         return total(drops.lookup(drops.key_type(slot)))
+
+    def _unused(self, granted: dict[str, int]) -> Iterable[Metric]:
+        assert self.unused is not None
+        held = self.unused.held.by_comm()
+        unused = {comm: mask & ~granted.get(comm, 0) for comm, mask in held.items() if self.unused.keep_comm(comm)}
+        comms = sorted(comm for comm, mask in unused.items() if mask)
+        kept = comms[:self.unused.max_comms]
+        with self._lock:
+            self._unused_dropped += len(comms) - len(kept)
+            dropped = self._unused_dropped
+        family = GaugeMetricFamily(
+            "capability_unused",
+            "1 for a capability that a running process with this comm holds in its permitted set, but that "
+            "no check by this comm was granted since the exporter started.",
+            labels=["comm", "capability"],
+        )
+        for comm in kept:
+            for name in capabilities.decode(unused[comm]):
+                family.add_metric([comm, name], 1)
+        left_out = CounterMetricFamily(
+            PREFIX + "unused_comms_dropped",
+            "Comms with unused capabilities left out of capability_unused because unused.max_comms was "
+            "reached, summed over scrapes.",
+            value=dropped,
+        )
+        return [family, left_out]
+
+    def profiles(self) -> dict[str, dict]:
+        """Per comm, the document `capability-exporter run --format json` makes, from the maps and /proc."""
+        noaudit = self.probe.noaudit
+        if noaudit == "included" and not self.labels.opts:
+            noaudit = "unknown"
+        checks = [c for c in profile.read_checks(self.maps["checks"], noaudit) if self.keep_comm(c.comm)]
+        change_list = profile.read_changes(self.maps["changes"]) if "changes" in self.maps else []
+        held = self.unused.held.by_comm() if self.unused is not None else {}
+        comms = {c.comm for c in checks} | {c.comm for c in change_list if self.keep_comm(c.comm)}
+        if self.unused is not None:
+            comms |= {comm for comm in held if self.unused.keep_comm(comm)}
+        documents = {}
+        for comm in sorted(comms):
+            one = profile.Profile(
+                mode=self.probe.mode, noaudit=noaudit,
+                checks=[c for c in checks if c.comm == comm],
+                changes=[c for c in change_list if c.comm == comm],
+                held=capabilities.decode(held.get(comm, 0)), held_known=comm in held,
+            )
+            documents[comm] = profile.document(one, comm=comm)
+        return documents
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

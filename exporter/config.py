@@ -124,9 +124,18 @@ class ChangesConfig:
 
 
 @dataclass(frozen=True)
+class UnusedConfig:
+    enabled: bool = True
+    comms: tuple[str, ...] = checked((), _each(_regex))
+    max_comms: int = checked(100, _at_least(1, 1 << 20))
+    refresh_seconds: int = checked(10, _at_least(0, 3600))
+
+
+@dataclass(frozen=True)
 class Config:
     probe: ProbeConfig = ProbeConfig()
     changes: ChangesConfig = ChangesConfig()
+    unused: UnusedConfig = UnusedConfig()
     maps: MapsConfig = MapsConfig()
     filters: FiltersConfig = FiltersConfig()
     labels: LabelsConfig = LabelsConfig()
@@ -249,16 +258,16 @@ def with_probe(config: Config, **changes: Any) -> Config:
     return dataclasses.replace(config, probe=dataclasses.replace(config.probe, **changes))
 
 
-def comm_filter(filters: FiltersConfig) -> Callable[[str], bool]:
-    """A predicate that keeps a comm the include/exclude regexes let through.
+def comm_filter(filters: FiltersConfig, allowed: tuple[str, ...] = ()) -> Callable[[str], bool]:
+    """A predicate that keeps a comm the include/exclude regexes, and allowed if given, let through.
 
     The regexes are anchored at both ends, as in Prometheus relabelling.
     """
-    include = [re.compile(p) for p in filters.comm_include]
+    includes = [[re.compile(p) for p in patterns] for patterns in (filters.comm_include, allowed) if patterns]
     exclude = [re.compile(p) for p in filters.comm_exclude]
 
     def keep(comm: str) -> bool:
-        if include and not any(p.fullmatch(comm) for p in include):
+        if not all(any(p.fullmatch(comm) for p in include) for include in includes):
             return False
         return not any(p.fullmatch(comm) for p in exclude)
 

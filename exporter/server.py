@@ -1,13 +1,15 @@
-"""The HTTP side: a landing page at /, the metrics at the telemetry path, nothing else."""
+"""The HTTP side: a landing page at /, the metrics at the telemetry path, and /profiles."""
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import socket
 import ssl
 from socketserver import ThreadingMixIn
 from typing import Callable, Iterable, Optional
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -22,7 +24,9 @@ LANDING = """<!DOCTYPE html>
 <body>
 <h1>capability-exporter</h1>
 <p>Linux capability checks and denials, counted in the kernel with eBPF. Version {version}, attach mode {mode}.</p>
-<ul><li><a href="{path}">Metrics</a></li></ul>
+<ul><li><a href="{path}">Metrics</a></li>
+<li><a href="/profiles">Profiles</a>: per comm, the capabilities granted, denied and held, and what to grant
+(one comm: /profiles?comm=NAME)</li></ul>
 </body>
 </html>
 """
@@ -64,7 +68,8 @@ def _server_class(host: str) -> type:
     return type("Server", (_ThreadingServer,), {"address_family": family})
 
 
-def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str]) -> Callable:
+def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str],
+        profiles: Optional[Callable[[], dict[str, dict]]] = None) -> Callable:
     metrics = make_wsgi_app(registry)
 
     def route(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -77,9 +82,30 @@ def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str
             page = LANDING.format(version=__version__, mode=html.escape(mode()), path=html.escape(telemetry_path))
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [page.encode()]
+        if path == "/profiles" and profiles is not None:
+            return _profiles(start_response, profiles, environ.get("QUERY_STRING", ""))
         return _plain(start_response, "404 Not Found", f"not found; metrics are at {telemetry_path}\n")
 
     return route
+
+
+def _profiles(start_response: Callable, profiles: Callable[[], dict[str, dict]], query: str) -> list[bytes]:
+    """All comms' profiles, or one comm's with ?comm=NAME."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=8)
+    except ValueError as err:
+        return _plain(start_response, "400 Bad Request", f"bad query string: {err}\n")
+    unknown = sorted(set(params) - {"comm"})
+    if unknown or len(params.get("comm", [])) > 1:
+        return _plain(start_response, "400 Bad Request", "the only parameter is comm, given once\n")
+    documents = profiles()
+    if "comm" in params:
+        comm = params["comm"][0]
+        if comm not in documents:
+            return _plain(start_response, "404 Not Found", f"no profile for comm {comm!r}\n")
+        documents = documents[comm]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(documents, indent=2).encode() + b"\n"]
 
 
 def _plain(start_response: Callable, status: str, text: str) -> list[bytes]:

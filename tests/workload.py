@@ -1,6 +1,6 @@
 """A capability workload the tests control: exact numbers of checks and changes under chosen comms.
 
-usage: workload.py [--wait] [--user UID] [--cgroup DIR] [--exec PATH] STEP...
+usage: workload.py [--wait] [--fork] [--user UID] [--cgroup DIR] [--exec PATH] STEP...
   STEP is COMM=ACTION, run with the thread's comm set to COMM; ACTION is one of
     setuid:N               N setuid(0) calls
     chown:N:PATH           N chown attempts of PATH (to a uid that is neither root nor the caller)
@@ -11,6 +11,7 @@ usage: workload.py [--wait] [--user UID] [--cgroup DIR] [--exec PATH] STEP...
     get-name:N             N prctl(PR_GET_NAME) calls, which change nothing
     keep-caps:0|1          one prctl(PR_SET_KEEPCAPS, 0|1)
   --wait   print "ready" and wait for a line on stdin before the steps
+  --fork   run the steps in a forked child, and exit with its exit status
   --user   become this uid (and gid), with no supplementary groups, before the steps
   --cgroup move this process into the cgroup v2 directory DIR before the steps
   --exec   after the steps, replace this process with the program PATH (its comm becomes PATH's name)
@@ -125,6 +126,7 @@ def run_step(step: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--fork", action="store_true")
     parser.add_argument("--user", type=int)
     parser.add_argument("--cgroup")
     parser.add_argument("--exec", dest="program")
@@ -140,6 +142,10 @@ def main() -> None:
     if args.wait:
         print("ready", flush=True)
         sys.stdin.readline()
+    if args.fork:
+        child = os.fork()
+        if child:
+            raise SystemExit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
     for step in args.steps:
         print(json.dumps(run_step(step)), flush=True)
     if args.program:
