@@ -1,14 +1,15 @@
-"""deploy/systemd: the unit verifies, and its capabilities are exactly what the exporter needs.
+"""deploy/systemd: the unit verifies, grants what `capability-exporter run` recommends, and that is enough.
 
 There is no systemd to start the unit here, so the test does what the unit does to the
 process: a non-root uid with the unit's capabilities as its ambient and bounding sets.
 """
 
+import json
 import subprocess
 
 import pytest
 
-from exporter import kernel
+from exporter import kernel, profile
 from support import NOBODY, ROOT, Exporter, exporter_command, run_workload, unique_comm
 
 UNIT = ROOT / "deploy" / "systemd" / "capability-exporter.service"
@@ -40,6 +41,39 @@ def test_ambient_and_bounding_sets_agree():
     assert unit_setting("AmbientCapabilities") == unit_setting("CapabilityBoundingSet")
 
 
+def paranoid_perf_events() -> bool:
+    """perf_event_open() wants CAP_SYS_ADMIN: perf_event_paranoid 3 (a Debian and Ubuntu patch) or
+    kernels before 5.8, which have no CAP_PERFMON."""
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        return int(f.read()) > 2 or kernel.version() < (5, 8, 0)
+
+
+def recommended_here(tmp_path) -> dict:
+    """run's report on the exporter started as the unit starts it: a non-root user holding every
+    capability run has, so that each check is granted to the capability the kernel asks first."""
+    report = tmp_path / "exporter.json"
+    done = subprocess.run(
+        [*exporter_command("run", "--user", "nobody", "--caps", "all", "--format", "json", "-o", str(report)),
+         "--", *exporter_command("--config.check")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(report.read_text())
+
+
+def test_the_unit_grants_exactly_what_run_recommends(tmp_path):
+    """The unit's lines are run --format systemd's on a kernel with paranoid perf events (the 6.1
+    row of the matrix); elsewhere run recommends the same without CAP_SYS_ADMIN."""
+    doc = recommended_here(tmp_path)
+    needed = doc["recommendation"]["needed"]
+    for_other_kernels = set() if paranoid_perf_events() else {"CAP_SYS_ADMIN"}
+    assert set(unit_setting("AmbientCapabilities")) == set(needed) | for_other_kernels
+    if not for_other_kernels:
+        lines = profile.render("systemd", profile.from_document(doc)).splitlines()
+        settings = [line for line in lines if not line.startswith("#")]
+        assert settings == [line for line in UNIT.read_text().splitlines()
+                            if line.startswith(("CapabilityBoundingSet=", "AmbientCapabilities="))]
+
+
 def test_exporter_serves_as_non_root_with_only_the_units_capabilities(root_owned_file):
     exporter = Exporter(ROOT / "config" / "default.yaml", prefix=tuple(as_service_user(unit_setting("AmbientCapabilities"))))
     try:
@@ -56,12 +90,10 @@ def test_exporter_serves_as_non_root_with_only_the_units_capabilities(root_owned
 
 
 def minimal_caps_here() -> list[str]:
-    """What this kernel needs: tracefs is root-only (CAP_DAC_READ_SEARCH), and perf_event_open()
-    wants CAP_SYS_ADMIN where perf_event_paranoid is 3 (a Debian and Ubuntu patch) or before 5.8,
-    which has no CAP_BPF/CAP_PERFMON; elsewhere CAP_BPF and CAP_PERFMON do."""
-    with open("/proc/sys/kernel/perf_event_paranoid") as f:
-        paranoid = int(f.read())
-    if paranoid > 2 or kernel.version() < (5, 8, 0):
+    """The fewest that work here: tracefs is root-only (CAP_DAC_READ_SEARCH); with paranoid perf
+    events CAP_SYS_ADMIN does everything else (bpf() falls back to it), elsewhere CAP_BPF and
+    CAP_PERFMON do. run recommends more where the kernel asks CAP_BPF before CAP_SYS_ADMIN."""
+    if paranoid_perf_events():
         return ["CAP_DAC_READ_SEARCH", "CAP_SYS_ADMIN"]
     return ["CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH"]
 
