@@ -25,6 +25,9 @@ BAD_CONFIGS = [
     ("top level a scalar", "just text\n", "the top level: must be a mapping (got a string)"),
     ("not YAML", "probe: {mode: [auto\n", "not valid YAML at line"),
     ("two problems at once", "probe: {mode: x}\nlabels: {uid: 1}\n", "probe.mode: must be one of"),
+    ("zero unused comms", "unused: {max_comms: 0}\n", "unused.max_comms: must be at least 1 (got 0)"),
+    ("negative refresh", "unused: {refresh_seconds: -1}\n", "unused.refresh_seconds: must be at least 0"),
+    ("bad allow-list regex", "unused: {comms: ['(']}\n", "unused.comms: item 0: bad regular expression"),
 ]
 
 
@@ -111,3 +114,21 @@ BAD_WEB_CONFIGS = [
 def test_bad_web_config_stops_start_up_with_one_line_and_exit_2(tmp_path, name, text, expected):
     line = _usage_error(tmp_path, "--web.config.file", text)
     assert "invalid web config" in line and expected in line
+
+
+BAD_RUNS = [
+    ([], "no command to run"),
+    (["--caps", "CAP_CHOWN", "--", "true"], "--caps needs --user"),
+    (["--user", "nobody", "--caps", "CAP_CHOWN,CAP_FLY", "--", "true"], "--caps: unknown capabilities: CAP_FLY"),
+    (["--user", "no-such-user-here", "--", "true"], "--user: no such user 'no-such-user-here'"),
+    (["--format", "yaml", "--", "true"], "argument --format: invalid choice: 'yaml'"),
+    (["-o", "/nonexistent/dir/report", "--", "true"], "--output: cannot write /nonexistent/dir/report"),
+]
+
+
+@pytest.mark.parametrize("args, expected", BAD_RUNS, ids=[" ".join(a) or "nothing" for a, _ in BAD_RUNS])
+def test_bad_run_is_one_clear_line_and_exit_125(args, expected):
+    """run keeps 1 and 2 for the command's own exit codes; its own failures exit 125, as timeout(1)'s do."""
+    done = run_exporter("run", *args)
+    assert done.returncode == 125
+    assert expected in _one_error_line(done.stderr)

@@ -222,7 +222,8 @@ def test_every_panel_has_a_title_and_queries_the_chosen_datasource(dashboard):
 
 
 def test_per_comm_panels_follow_the_comm_and_capability_variables(dashboard):
-    per_comm = ("capability_checks_total", "capability_denials_total", "capability_set_changes_total")
+    per_comm = ("capability_checks_total", "capability_denials_total", "capability_set_changes_total",
+                "capability_unused")
     targets = [t for p in all_panels(dashboard["panels"]) for t in p.get("targets", [])]
     filtered = [t for t in targets if metrics_in(t["expr"]) & set(per_comm)]
     assert {m for t in filtered for m in metrics_in(t["expr"])} >= set(per_comm)
