@@ -10,8 +10,8 @@
  * KERNFS_NODE_ID, byte offsets read from BTF.
  * For `capability-exporter trace`: EMIT_EVENTS sends one event per check to user
  * space instead of counting; DENIED_ONLY, USER_STACKS, KERNEL_STACKS, STACKS_MAX_ENTRIES.
- * For `capability-exporter run`: FOLLOW_TREE=n, the most threads of the command's
- * process tree at once, and TASK_PID from BTF; NOAUDIT_CALLERS=n (tracepoint mode).
+ * For `capability-exporter run`: FOLLOW_TREE=n (bpf/tree.c, compiled first),
+ * NOAUDIT_CALLERS=n (tracepoint mode).
  */
 #include "capability.h"
 
@@ -26,45 +26,9 @@ struct mm_struct;
 
 #define CAP_SYS_ADMIN 21
 
-/* Follow one process tree, for `capability-exporter run`: the thread it started and
- * every thread forked from the tree since. Thread ids leave the map when their
- * thread exits, so a recycled pid cannot bring a stranger in. Raw tracepoints,
- * because BCC 0.26 cannot build TRACEPOINT_PROBE's struct from 6.x's
- * sched_process_fork format (__data_loc comm); the child's pid is read at
- * TASK_PID, a byte offset from BTF. */
 #ifdef FOLLOW_TREE
-/* Public: cap_changes.c, compiled after this file, uses the same map ("extern"). */
-BPF_TABLE_PUBLIC("hash", __u32, __u8, tree, FOLLOW_TREE);
-/* Forks not followed because the map was full: their checks are missing. */
-BPF_ARRAY(tree_drops, __u64, 1);
-
-/* Runs in the forking thread, before the child can run: nothing of the child is missed.
- * The arguments are (struct task_struct *parent, struct task_struct *child). */
-RAW_TRACEPOINT_PROBE(sched_process_fork)
-{
-	__u32 parent = bpf_get_current_pid_tgid(), child = 0;
-	__u8 one = 1;
-	int zero = 0;
-	__u64 *drops;
-
-	if (!tree.lookup(&parent))
-		return 0;
-	bpf_probe_read_kernel(&child, sizeof(child), (void *)ctx->args[1] + TASK_PID);
-	if (tree.update(&child, &one)) {
-		drops = tree_drops.lookup(&zero);
-		if (drops)
-			__sync_fetch_and_add(drops, 1);
-	}
-	return 0;
-}
-
-RAW_TRACEPOINT_PROBE(sched_process_exit)
-{
-	__u32 tid = bpf_get_current_pid_tgid();
-
-	tree.delete(&tid);
-	return 0;
-}
+/* bpf/tree.c's map of the threads `capability-exporter run` follows. */
+BPF_TABLE("extern", __u32, __u8, tree, FOLLOW_TREE);
 
 static __always_inline bool in_tree(void)
 {

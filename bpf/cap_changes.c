@@ -8,7 +8,7 @@
  * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES. For `capability-exporter trace`:
  * EMIT_EVENTS sends one event per changing syscall to user space (needs
  * TASK_REAL_PARENT and TASK_TGID), USER_STACKS, STACKS_MAX_ENTRIES.
- * For `capability-exporter run`: FOLLOW_TREE (cap_capable.c's tree map), RECORD_HELD with
+ * For `capability-exporter run`: FOLLOW_TREE (bpf/tree.c's map), RECORD_HELD with
  * HELD_MAX_ENTRIES, which keeps per comm every permitted set seen after a syscall.
  */
 #include "capability.h"
@@ -18,7 +18,7 @@
 #endif
 
 #ifdef FOLLOW_TREE
-/* cap_capable.c's map of the threads `capability-exporter run` follows. */
+/* bpf/tree.c's map of the threads `capability-exporter run` follows. */
 BPF_TABLE("extern", __u32, __u8, tree, FOLLOW_TREE);
 
 static __always_inline bool in_tree(void)

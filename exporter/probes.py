@@ -178,15 +178,12 @@ def _program_label(function: str) -> str:
 def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) -> Loaded:
     """Try the configured mode (or each mode, for auto) and return the first that attaches.
 
-    extra: more -D defines for both programs (trace's EMIT_EVENTS and friends).
+    extra: more -D defines for both programs (trace's EMIT_EVENTS and friends). With
+    FOLLOW_TREE, bpf/tree.c is loaded first and comes last in Loaded.modules.
     """
     cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
     extra = {**(extra or {}), **cgroup_v1_defines(config)}
-    if extra and "FOLLOW_TREE" in extra:
-        try:
-            extra.update(_offsets(TREE_LAYOUT))
-        except btf.BtfError as err:
-            raise LoadError(f"following a process tree needs kernel BTF: {err}") from None
+    tree = _load_tree(extra, compiler_log) if "FOLLOW_TREE" in extra else None
     reasons: dict[str, str] = {}
     for mode in candidates(config.probe.mode):
         try:
@@ -202,6 +199,8 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) 
         modules = [module]
         if config.changes.enabled:
             modules.append(_load_changes(config, compiler_log, extra))
+        if tree is not None:
+            modules.append(tree)
         return Loaded(mode, modules, reasons)
     if len(reasons) == 1:
         (mode, why), = reasons.items()
@@ -228,6 +227,16 @@ def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any
         raise LoadError(f"capability change tracking needs kernel BTF: {err} ({advice})") from None
     except Exception as err:  # BCC reports every failure as a bare Exception
         raise LoadError(f"capability change tracking: {_explain(err, compiler_log)} ({advice})") from None
+
+
+def _load_tree(extra: Defines, compiler_log) -> Any:
+    """bpf/tree.c, whose public map the other programs use: loaded once, before them."""
+    try:
+        return _bcc_module("tree.c", _flags({"FOLLOW_TREE": extra["FOLLOW_TREE"], **_offsets(TREE_LAYOUT)}))
+    except btf.BtfError as err:
+        raise LoadError(f"following a process tree needs kernel BTF: {err}") from None
+    except Exception as err:  # BCC reports every failure as a bare Exception
+        raise LoadError(f"following a process tree: {_explain(err, compiler_log)}") from None
 
 
 def _fill_filters(module: Any, config: Config, cgroup: Optional[str]) -> None:

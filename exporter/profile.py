@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
 
@@ -164,14 +165,12 @@ def _text(profile: Profile, context: dict) -> str:
         lines += ["", "Capability changes:"]
         lines += _table(("COMM", "SYSCALL", "SET", "CAPABILITY", "DIRECTION", "COUNT"),
                         [(c.comm, c.syscall, c.set, c.capability, c.direction, str(c.count)) for c in profile.changes])
-    lines += [
-        "",
-        "Recommendation:",
-        f"  needed (granted on audited checks): {_names(rec.needed)}",
-        f"  denied: the program may need this: {_names(rec.denied)}",
-        f"  held but never used:                {_names(rec.unused) if profile.held_known else 'unknown'}",
-        f"  note: {rec.note}",
-    ]
+    lines += ["", "Recommendation:"]
+    for label, value in (("needed (granted on audited checks):", _names(rec.needed)),
+                         ("denied: the program may need this:", _names(rec.denied)),
+                         ("held but never used:", _names(rec.unused) if profile.held_known else "unknown"),
+                         ("note:", rec.note)):
+        lines += textwrap.wrap(value, width=100, initial_indent=f"  {label:<36} ", subsequent_indent=" " * 39)
     return "\n".join(lines) + "\n"
 
 

@@ -104,11 +104,12 @@ def main(argv: list[str]) -> int:
             loaded = probes.attach_first(config_for(args.mode), log, DEFINES)
     except (probes.LoadError, OSError) as err:
         fail(str(err), EXIT_RUN_FAILED)
+    except KeyboardInterrupt:
+        fail("interrupted before the command started", 128 + signal.SIGINT)
     noaudit = _noaudit_handling(loaded)
     child = Child.start(args.command, who)
-    for module in loaded.modules:
-        table = module["tree"]
-        table[table.Key(child.pid)] = table.Leaf(1)
+    tree = loaded.modules[-1]["tree"]  # bpf/tree.c's, which the other programs share
+    tree[tree.Key(child.pid)] = tree.Leaf(1)
     code = child.run()
     if child.failed:
         return code
@@ -293,6 +294,7 @@ def _warnings(maps: dict[str, BpfMap]) -> list[str]:
     lost = {
         "forks not followed (the tree map was full)": _slot(maps["tree_drops"], 0),
         "checks not counted (the checks map was full)": _slot(maps["drops"], 0),
+        "checks lost in flight (kprobe mode: the inflight map was full)": _slot(maps["drops"], 1),
         "syscalls whose changes were not seen": _slot(maps["change_drops"], 0) + _slot(maps["change_drops"], 1),
         "comms whose permitted set was not recorded": _slot(maps["change_drops"], HELD_DROP_SLOT),
     }

@@ -72,7 +72,7 @@ def test_as_user_only_the_commands_own_checks_count(tmp_path, root_owned_file):
 def test_a_forked_childs_setuid_is_attributed_and_a_stranger_with_its_comm_is_not(tmp_path):
     comm = unique_comm("fk")
     report = tmp_path / "report.json"
-    command = [sys.executable, str(WORKLOAD), "--wait", "--fork", f"{comm}=setuid:3"]
+    command = [sys.executable, str(WORKLOAD), "--wait", "--fork", f"{comm}=setuid:3", f"{comm}=become:{NOBODY}"]
     run = subprocess.Popen([*exporter_command("run", "--format", "json", "-o", str(report)), "--", *command],
                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert run.stdout.readline() == "ready\n", run.stderr.read()
@@ -83,8 +83,12 @@ def test_a_forked_childs_setuid_is_attributed_and_a_stranger_with_its_comm_is_no
     assert run.returncode == 0, err
     assert json.loads(out.splitlines()[0])["result"] == 3
     doc = json.loads(report.read_text())
-    assert checks_of(doc, comm) == {("CAP_SETUID", True): (3, 0)}
+    # become: one more CAP_SETUID check, and the change it made, both seen through the fork.
+    assert checks_of(doc, comm) == {("CAP_SETUID", True): (4, 0)}
     assert "CAP_SETUID" in doc["recommendation"]["needed"]
+    lost = {(c["set"], c["capability"]) for c in doc["changes"]
+            if c["comm"] == comm and c["syscall"] == "setuid" and c["direction"] == "lost"}
+    assert {("permitted", "CAP_SETUID"), ("effective", "CAP_SETUID")} <= lost
 
 
 def test_exit_codes_of_commands_that_do_not_run(tmp_path):
@@ -116,7 +120,7 @@ def test_text_format_has_the_table_and_the_recommendation(chown_report_formats):
     text = chown_report_formats["text"]
     rows = [line.split() for line in text.splitlines() if line.strip().startswith("CAP_CHOWN")]
     assert ["CAP_CHOWN", "chown", "yes", "1", "0"] in rows
-    assert "  needed (granted on audited checks): CAP_CHOWN\n" in text
+    assert "  needed (granted on audited checks):  CAP_CHOWN\n" in text
 
 
 def test_json_format_round_trips(chown_report_formats):

@@ -80,5 +80,5 @@ def test_text_table_and_recommendation():
     text = profile.render("text", a_profile(), command=["chown", "x"], exit_code=0)
     assert "Command: chown x (exit code 0)" in text
     assert "  CAP_SYS_ADMIN  chown  no       9        0" in text
-    assert "  needed (granted on audited checks): CAP_CHOWN" in text
+    assert "  needed (granted on audited checks):  CAP_CHOWN" in text
     assert "  chown  execve   permitted  CAP_KILL    lost       1" in text
