@@ -11,7 +11,7 @@
  * For `capability-exporter trace`: EMIT_EVENTS sends one event per check to user
  * space instead of counting; DENIED_ONLY, USER_STACKS, KERNEL_STACKS, STACKS_MAX_ENTRIES.
  * For `capability-exporter run`: FOLLOW_TREE=n (bpf/tree.c, compiled first),
- * NOAUDIT_CALLERS=n (tracepoint mode).
+ * NOAUDIT_CALLERS=n (tracepoint mode), OWN_CREDS_ONLY with TASK_REAL_CRED from BTF.
  */
 #include "capability.h"
 
@@ -59,6 +59,31 @@ BPF_HASH(filter_pids, __u32, __u8, FILTER_PIDS);
 #endif
 #ifdef FILTER_CGROUP
 BPF_CGROUP_ARRAY(filter_cgroup, 1);
+#endif
+
+static __always_inline __u64 read_kernel_u64(void *address)
+{
+	__u64 value = 0;
+
+	bpf_probe_read_kernel(&value, sizeof(value), address);
+	return value;
+}
+
+#ifdef OWN_CREDS_ONLY
+/* Checks of credentials other than the task's own are not its needs: overlayfs
+ * checks with its mounter's (override_creds), access() with a modified copy, and
+ * has_capability() another task's. real_cred is what no override replaces. */
+static __always_inline bool own_creds(const void *cred)
+{
+	void *task = (void *)bpf_get_current_task();
+
+	return (const void *)read_kernel_u64(task + TASK_REAL_CRED) == cred;
+}
+#else
+static __always_inline bool own_creds(const void *cred)
+{
+	return true;
+}
 #endif
 
 static __always_inline void count_drop(int slot)
@@ -143,14 +168,6 @@ static __always_inline void emit_check(void *ctx, int cap, int ret, __u32 opts, 
 #endif
 
 #ifdef CGROUP_V1_SUBSYS
-static __always_inline __u64 read_kernel_u64(void *address)
-{
-	__u64 value = 0;
-
-	bpf_probe_read_kernel(&value, sizeof(value), address);
-	return value;
-}
-
 /* bpf_get_current_cgroup_id() knows only cgroup v2; containers that live in v1
  * hierarchies are found through task->cgroups->subsys[n]->cgroup->kn->id. */
 static __always_inline __u64 current_v1_cgroup_id(void)
@@ -274,7 +291,7 @@ KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
 {
 	__u32 flags = decode_opts(opts);
 
-	if (is_counted(flags) && !inside_vm_enough())
+	if (is_counted(flags) && !inside_vm_enough() && own_creds(cred))
 		count_check(ctx, cap, ret, flags);
 	return 0;
 }
@@ -311,7 +328,7 @@ int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
 	__u32 tid = bpf_get_current_pid_tgid();
 	struct inflight_check check = { .cap = cap, .opts = decode_opts(opts) };
 
-	if (!is_counted(check.opts) || inside_vm_enough())
+	if (!is_counted(check.opts) || inside_vm_enough() || !own_creds(cred))
 		return 0;
 	if (inflight.update(&tid, &check))
 		count_drop(DROP_INFLIGHT);
@@ -395,7 +412,7 @@ TRACEPOINT_PROBE(capability, cap_capable)
 {
 	__u32 opts = infer_opts(args);
 
-	if (is_counted(opts))
+	if (is_counted(opts) && own_creds(args->cred))
 		count_check(args, args->cap, args->ret, opts);
 	return 0;
 }

@@ -183,6 +183,8 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) 
     """
     cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
     extra = {**(extra or {}), **cgroup_v1_defines(config)}
+    if "OWN_CREDS_ONLY" in extra:
+        extra.update(_required_offsets({"TASK_REAL_CRED": CRED_LAYOUT["TASK_REAL_CRED"]}, "checking whose credentials"))
     tree = _load_tree(extra, compiler_log) if "FOLLOW_TREE" in extra else None
     reasons: dict[str, str] = {}
     for mode in candidates(config.probe.mode):
@@ -231,12 +233,18 @@ def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any
 
 def _load_tree(extra: Defines, compiler_log) -> Any:
     """bpf/tree.c, whose public map the other programs use: loaded once, before them."""
+    offsets = _required_offsets(TREE_LAYOUT, "following a process tree")
     try:
-        return _bcc_module("tree.c", _flags({"FOLLOW_TREE": extra["FOLLOW_TREE"], **_offsets(TREE_LAYOUT)}))
-    except btf.BtfError as err:
-        raise LoadError(f"following a process tree needs kernel BTF: {err}") from None
+        return _bcc_module("tree.c", _flags({"FOLLOW_TREE": extra["FOLLOW_TREE"], **offsets}))
     except Exception as err:  # BCC reports every failure as a bare Exception
         raise LoadError(f"following a process tree: {_explain(err, compiler_log)}") from None
+
+
+def _required_offsets(layout: dict[str, tuple[str, str]], what: str) -> Defines:
+    try:
+        return _offsets(layout)
+    except btf.BtfError as err:
+        raise LoadError(f"{what} needs kernel BTF: {err}") from None
 
 
 def _fill_filters(module: Any, config: Config, cgroup: Optional[str]) -> None:

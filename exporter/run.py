@@ -126,8 +126,11 @@ def main(argv: list[str]) -> int:
 # security_vm_enough_memory_mm: 6.18 tail-calls cap_vm_enough_memory, which leaves no frame.
 NOAUDIT_FUNCTIONS = ("cap_vm_enough_memory", "security_vm_enough_memory_mm", "ns_capable_noaudit", "has_ns_capability_noaudit",
                      "has_capability_noaudit", "ptracer_capable")
+# OWN_CREDS_ONLY: a program needs what is checked against its own credentials, not what
+# overlayfs checks against its mounter's on its behalf (seen: CAP_SYS_ADMIN, CAP_FOWNER).
 DEFINES: probes.Defines = {"FOLLOW_TREE": TREE_MAX_THREADS, "RECORD_HELD": None,
-                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES, "NOAUDIT_CALLERS": len(NOAUDIT_FUNCTIONS)}
+                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES, "NOAUDIT_CALLERS": len(NOAUDIT_FUNCTIONS),
+                           "OWN_CREDS_ONLY": None}
 
 
 def config_for(mode: str) -> Config:
