@@ -15,16 +15,20 @@ from .maps import BpfMap, total
 
 FORMATS = ("text", "json", "systemd", "kubernetes", "docker")
 SCHEMA_VERSION = 1
-# What each probe_info noaudit value means for a recommendation.
+# Kernel functions whose capability checks are never audited: in tracepoint mode, which
+# cannot see opts, run takes a check with one of them on its kernel stack as non-audited.
+# security_vm_enough_memory_mm: 6.18 tail-calls cap_vm_enough_memory, which leaves no frame.
+NOAUDIT_FUNCTIONS = ("cap_vm_enough_memory", "security_vm_enough_memory_mm", "ns_capable_noaudit",
+                     "has_ns_capability_noaudit", "has_capability_noaudit", "ptracer_capable")
+# What each noaudit value (probe_info's, "inferred" or "unknown") means for a recommendation.
 NOAUDIT_NOTES = {
     "excluded": "non-audited checks are not seen in this mode's configuration, so none enter the recommendation",
     "included": "non-audited checks are counted apart and never enter the recommendation",
     "unknown": "non-audited checks were counted but not told apart: the needed set may include capabilities "
                "the kernel only probed without audit (e.g. CAP_SYS_ADMIN from memory accounting on exec)",
     "inferred": "the tracepoint mode cannot see whether a check was audited; checks with a known non-audited "
-                "caller on their kernel stack (cap_vm_enough_memory, security_vm_enough_memory_mm, ns_capable_noaudit, "
-                "has_ns_capability_noaudit, has_capability_noaudit, ptracer_capable) are counted apart and never enter the recommendation; "
-                "one from another caller would count as audited",
+                f"caller on their kernel stack ({', '.join(NOAUDIT_FUNCTIONS)}) are counted apart and never enter "
+                "the recommendation; one from another caller would count as audited",
     "indistinguishable": "the tracepoint mode cannot tell audited from non-audited checks: the needed set may "
                          "include capabilities the kernel only probed without audit (e.g. CAP_SYS_ADMIN from "
                          "memory accounting on exec and mmap)",

@@ -24,6 +24,12 @@ EXIT_NOT_FOUND = 127
 TREE_MAX_THREADS = 32768
 HELD_MAX_ENTRIES = 4096
 
+# OWN_CREDS_ONLY: a program needs what is checked against its own credentials, not what
+# overlayfs checks against its mounter's on its behalf (seen: CAP_SYS_ADMIN, CAP_FOWNER).
+DEFINES: probes.Defines = {"FOLLOW_TREE": TREE_MAX_THREADS, "RECORD_HELD": None,
+                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES, "NOAUDIT_CALLERS": len(profile.NOAUDIT_FUNCTIONS),
+                           "OWN_CREDS_ONLY": None}
+
 
 def parser() -> Parser:
     p = Parser(
@@ -78,11 +84,13 @@ def cap_list(text: str) -> list[int]:
     if text.strip().lower() == "all":
         return [capabilities.number(n) for n in capabilities.decode(_own_permitted())]
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n.upper().removeprefix("CAP_") not in
-               {c.removeprefix("CAP_") for c in capabilities.NAMES}]
+    unknown = [n for n in names if n.upper().removeprefix("CAP_") not in KNOWN_NAMES]
     if unknown:
         fail(f"--caps: unknown capabilities: {', '.join(unknown)}", EXIT_RUN_FAILED)
     return sorted({capabilities.number(n) for n in names})
+
+
+KNOWN_NAMES = {name.removeprefix("CAP_") for name in capabilities.NAMES}
 
 
 def _own_permitted() -> int:
@@ -119,18 +127,6 @@ def main(argv: list[str]) -> int:
     for warning in result.warnings:
         print(f"capability-exporter run: warning: {warning}", file=sys.stderr)
     return code
-
-
-# Kernel functions whose capability checks are never audited: in tracepoint mode, which
-# cannot see opts, a check with one of them on its kernel stack is taken as non-audited.
-# security_vm_enough_memory_mm: 6.18 tail-calls cap_vm_enough_memory, which leaves no frame.
-NOAUDIT_FUNCTIONS = ("cap_vm_enough_memory", "security_vm_enough_memory_mm", "ns_capable_noaudit", "has_ns_capability_noaudit",
-                     "has_capability_noaudit", "ptracer_capable")
-# OWN_CREDS_ONLY: a program needs what is checked against its own credentials, not what
-# overlayfs checks against its mounter's on its behalf (seen: CAP_SYS_ADMIN, CAP_FOWNER).
-DEFINES: probes.Defines = {"FOLLOW_TREE": TREE_MAX_THREADS, "RECORD_HELD": None,
-                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES, "NOAUDIT_CALLERS": len(NOAUDIT_FUNCTIONS),
-                           "OWN_CREDS_ONLY": None}
 
 
 def config_for(mode: str) -> Config:
@@ -251,7 +247,7 @@ def _noaudit_handling(loaded: probes.Loaded) -> str:
     if loaded.mode != "tracepoint":
         return "included"
     try:
-        found = kallsyms.ranges(NOAUDIT_FUNCTIONS)
+        found = kallsyms.ranges(profile.NOAUDIT_FUNCTIONS)
     except OSError:
         found = {}
     table = loaded.modules[0]["noaudit_callers"]
