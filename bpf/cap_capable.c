@@ -113,12 +113,16 @@ static __always_inline bool is_counted(__u32 opts)
 #endif
 }
 
-/* Checks the user filtered out cost one lookup each and touch no counter. */
-static __always_inline bool is_wanted(__u32 uid)
+/* Checks the user filtered out cost one lookup each and touch no counter. Every
+ * hook asks this first, before any costlier work (kprobe: before the entry saves
+ * anything; tracepoint: before the stack walk of NOAUDIT_CALLERS). */
+static __always_inline bool is_wanted(void)
 {
 	if (!in_tree())
 		return false;
 #ifdef FILTER_UIDS
+	__u32 uid = bpf_get_current_uid_gid();
+
 	if (!filter_uids.lookup(&uid))
 		return false;
 #endif
@@ -219,13 +223,11 @@ static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid)
 		value->denials++;
 }
 
-/* One capability check that passed the hooks' audit handling: counted, or sent to trace. */
+/* One wanted capability check that passed the hooks' audit handling: counted, or sent to trace. */
 static __always_inline void count_check(void *ctx, int cap, int ret, __u32 opts)
 {
 	__u32 uid = bpf_get_current_uid_gid();
 
-	if (!is_wanted(uid))
-		return;
 #ifdef DENIED_ONLY
 	if (ret == 0)
 		return;
@@ -257,6 +259,8 @@ static __always_inline void enter_vm_enough(void)
 	__u32 tid = bpf_get_current_pid_tgid();
 	__u8 one = 1;
 
+	if (!is_wanted())
+		return;
 	if (in_vm_enough.update(&tid, &one))
 		count_drop(DROP_INFLIGHT);
 }
@@ -291,7 +295,7 @@ KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
 {
 	__u32 flags = decode_opts(opts);
 
-	if (is_counted(flags) && !inside_vm_enough() && own_creds(cred))
+	if (is_counted(flags) && is_wanted() && !inside_vm_enough() && own_creds(cred))
 		count_check(ctx, cap, ret, flags);
 	return 0;
 }
@@ -328,7 +332,7 @@ int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
 	__u32 tid = bpf_get_current_pid_tgid();
 	struct inflight_check check = { .cap = cap, .opts = decode_opts(opts) };
 
-	if (!is_counted(check.opts) || inside_vm_enough() || !own_creds(cred))
+	if (!is_counted(check.opts) || !is_wanted() || inside_vm_enough() || !own_creds(cred))
 		return 0;
 	if (inflight.update(&tid, &check))
 		count_drop(DROP_INFLIGHT);
@@ -410,8 +414,11 @@ static __always_inline __u32 infer_opts(void *ctx)
  * NOAUDIT_CALLERS (run) tells them apart by their callers. */
 TRACEPOINT_PROBE(capability, cap_capable)
 {
-	__u32 opts = infer_opts(args);
+	__u32 opts;
 
+	if (!is_wanted())
+		return 0;
+	opts = infer_opts(args);
 	if (is_counted(opts) && own_creds(args->cred))
 		count_check(args, args->cap, args->ret, opts);
 	return 0;

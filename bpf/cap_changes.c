@@ -8,8 +8,8 @@
  * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES. For `capability-exporter trace`:
  * EMIT_EVENTS sends one event per changing syscall to user space (needs
  * TASK_REAL_PARENT and TASK_TGID), USER_STACKS, STACKS_MAX_ENTRIES.
- * For `capability-exporter run`: FOLLOW_TREE (bpf/tree.c's map), RECORD_HELD with
- * HELD_MAX_ENTRIES, which keeps per comm every permitted set seen after a syscall.
+ * For `capability-exporter run`: FOLLOW_TREE (bpf/tree.c's map), and RECORD_HELD,
+ * which keeps the union of every permitted set seen after a syscall.
  */
 #include "capability.h"
 
@@ -168,23 +168,17 @@ static __always_inline void emit_change(void *ctx, __u32 syscall, long ret, stru
 #endif
 
 #ifdef RECORD_HELD
-/* Per-CPU: OR-ing into a shared value from two CPUs could lose bits; run ORs the copies. */
-BPF_PERCPU_HASH(held, struct held_key, __u64, HELD_MAX_ENTRIES);
+/* One per-CPU slot: each CPU ORs into its own copy, and run ORs the copies. */
+BPF_PERCPU_ARRAY(held, __u64, 1);
 
-/* What a program holds is what its permitted set was after execve (or any other change). */
+/* What the tree holds is what its permitted sets were after execve (or any other change). */
 static __always_inline void record_held(struct cred_state *after)
 {
-	struct held_key key = {};
-	__u64 *permitted;
+	int zero = 0;
+	__u64 *permitted = held.lookup(&zero);
 
-	bpf_get_current_comm(&key.comm, sizeof(key.comm));
-	permitted = held.lookup(&key);
-	if (permitted) {
+	if (permitted)
 		*permitted |= after->sets[SET_PERMITTED];
-		return;
-	}
-	if (held.update(&key, &after->sets[SET_PERMITTED]))
-		count_drop(DROP_HELD);
 }
 #endif
 

@@ -70,13 +70,7 @@ struct change_key {
 enum change_drop_slot {
 	DROP_SNAPSHOTS = 0,
 	DROP_CHANGES = 1,
-	DROP_HELD = 2,
-	CHANGE_DROP_SLOTS = 3,
-};
-
-/* run's "held" map: the union of the permitted sets a comm was seen with. */
-struct held_key {
-	char comm[COMM_LEN];
+	CHANGE_DROP_SLOTS = 2,
 };
 
 /* Per-event records for `capability-exporter trace` (-DEMIT_EVENTS only). */

@@ -16,8 +16,7 @@ from . import __version__, config, kernel, loader, privileges, progstats, server
 from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from .cgroups import CgroupNames
 from .collector import CapabilityCollector, ProbeInfo, UnusedSettings
-from .layouts import MAP_LAYOUTS
-from .maps import BpfMap, LayoutError
+from .maps import BpfMap, LayoutError, open_maps
 from .probes import LoadError
 
 log = logging.getLogger("exporter")
@@ -96,8 +95,7 @@ def _attach(cfg: config.Config) -> tuple[loader.Attachment, dict[str, BpfMap]]:
     for mode, why in attachment.reasons.items():
         log.info("attach mode %s not used: %s", mode, why)
     try:
-        cpus = kernel.possible_cpus()
-        maps = {name: BpfMap(name, fd, *MAP_LAYOUTS[name], cpus) for name, fd in attachment.maps.items()}
+        maps = open_maps(attachment.maps)
     except (LayoutError, OSError) as err:
         attachment.close()
         fail(str(err), EXIT_FAILURE)

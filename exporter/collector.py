@@ -231,15 +231,11 @@ class CapabilityCollector(Collector):
         if self.probe.mode == "kprobe":
             slots["inflight"] = DROP_SLOTS["inflight"]
         for name, slot in slots.items():
-            drops.add_metric([name], self._drop_count("drops", slot))
+            drops.add_metric([name], self.maps["drops"].slot_total(slot))
         if "change_drops" in self.maps:
             for name, slot in CHANGE_DROP_SLOTS.items():
-                drops.add_metric([name], self._drop_count("change_drops", slot))
+                drops.add_metric([name], self.maps["change_drops"].slot_total(slot))
         return [drops]
-
-    def _drop_count(self, map_name: str, slot: int) -> int:
-        drops = self.maps[map_name]
-        return total(drops.lookup(drops.key_type(slot)))
 
     def _unused(self, granted: dict[str, int]) -> Iterable[Metric]:
         assert self.unused is not None
@@ -272,22 +268,26 @@ class CapabilityCollector(Collector):
         noaudit = self.probe.noaudit
         if noaudit == "included" and not self.labels.opts:
             noaudit = "unknown"
-        checks = [c for c in profile.read_checks(self.maps["checks"], noaudit) if self.keep_comm(c.comm)]
-        change_list = profile.read_changes(self.maps["changes"]) if "changes" in self.maps else []
         held = self.unused.held.by_comm() if self.unused is not None else {}
-        comms = {c.comm for c in checks} | {c.comm for c in change_list if self.keep_comm(c.comm)}
+        profiles: dict[str, profile.Profile] = {}
+
+        def of(comm: str) -> profile.Profile:
+            if comm not in profiles:
+                mask = held.get(comm)
+                profiles[comm] = profile.Profile(self.probe.mode, noaudit,
+                                                 held=None if mask is None else capabilities.decode(mask))
+            return profiles[comm]
+
+        for check in profile.read_checks(self.maps["checks"], noaudit):
+            if self.keep_comm(check.comm):
+                of(check.comm).checks.append(check)
+        for change in profile.read_changes(self.maps["changes"]) if "changes" in self.maps else []:
+            if self.keep_comm(change.comm):
+                of(change.comm).changes.append(change)
         if self.unused is not None:
-            comms |= {comm for comm in held if self.unused.keep_comm(comm)}
-        documents = {}
-        for comm in sorted(comms):
-            one = profile.Profile(
-                mode=self.probe.mode, noaudit=noaudit,
-                checks=[c for c in checks if c.comm == comm],
-                changes=[c for c in change_list if c.comm == comm],
-                held=capabilities.decode(held.get(comm, 0)), held_known=comm in held,
-            )
-            documents[comm] = profile.document(one, comm=comm)
-        return documents
+            for comm in filter(self.unused.keep_comm, held):
+                of(comm)
+        return {comm: profile.document(profiles[comm], comm=comm) for comm in sorted(profiles)}
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

@@ -42,17 +42,9 @@ class ChangeKey(ctypes.Structure):
     ]
 
 
-# enum change_drop_slot (DROP_HELD only where run records what programs hold)
+# enum change_drop_slot
 CHANGE_DROP_SLOTS = {"cred_snapshots": 0, "changes": 1}
-HELD_DROP_SLOT = 2
 ChangeValue = ctypes.c_uint64
-
-
-class HeldKey(ctypes.Structure):
-    _fields_ = [("comm", ctypes.c_char * COMM_LEN)]
-
-
-HeldValue = ctypes.c_uint64
 
 
 def decode_comm(raw: bytes) -> str:
@@ -66,7 +58,7 @@ MAP_LAYOUTS = {
     "drops": (DropKey, DropValue),
     "changes": (ChangeKey, ChangeValue),
     "change_drops": (DropKey, DropValue),
-    "held": (HeldKey, HeldValue),
+    "held": (ctypes.c_uint32, ctypes.c_uint64),  # run: one slot, the union of permitted sets
     "tree_drops": (DropKey, DropValue),
 }
 

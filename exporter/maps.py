@@ -6,7 +6,8 @@ import ctypes
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import bpf_syscall
+from . import bpf_syscall, kernel
+from .layouts import MAP_LAYOUTS
 
 PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH
 
@@ -48,6 +49,10 @@ class BpfMap:
             return []
         return [self.value_type.from_buffer_copy(buf, i * self._stride) for i in range(self._slots)]
 
+    def slot_total(self, slot: int):
+        """One array slot's value, summed over CPUs (a drop counter, say)."""
+        return total(self.lookup(self.key_type(slot)))
+
     def items(self) -> Iterator[tuple[ctypes.Structure, list]]:
         for key in self.keys():
             values = self.lookup(key)
@@ -63,3 +68,9 @@ def total(values: list):
             setattr(result, name, sum(getattr(v, name) for v in values))
         return result
     return sum(getattr(v, "value", v) for v in values)
+
+
+def open_maps(fds: dict[str, int]) -> dict[str, BpfMap]:
+    """BpfMaps for fds by map name, with their layouts from layouts.MAP_LAYOUTS."""
+    cpus = kernel.possible_cpus()
+    return {name: BpfMap(name, fd, *MAP_LAYOUTS[name], cpus) for name, fd in fds.items()}

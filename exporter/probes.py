@@ -149,10 +149,11 @@ class Loaded:
     modules: list[Any]
     reasons: dict[str, str] = field(default_factory=dict)
 
-    def map_fds(self) -> dict[str, int]:
+    def map_fds(self, names: tuple[str, ...] = SERVED_MAPS) -> dict[str, int]:
+        """The fds of these maps, from whichever module defines them."""
         fds = {}
         for module in self.modules:
-            for name in SERVED_MAPS:
+            for name in names:
                 try:
                     fds[name] = module[name.encode()].map_fd
                 except KeyError:

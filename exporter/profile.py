@@ -74,20 +74,23 @@ class Profile:
     noaudit: str  # a probe_info noaudit value, or "unknown"
     checks: list[CheckCount] = field(default_factory=list)
     changes: list[ChangeCount] = field(default_factory=list)
-    held: list[str] = field(default_factory=list)  # the permitted set, or the union of those seen
-    held_known: bool = True  # False: what the program held was not seen
+    held: Optional[list[str]] = None  # the permitted set, or the union of those seen; None: not seen
 
     def recommend(self) -> Recommendation:
         counted = [c for c in self.checks if c.audited is not False]
         needed = by_number({c.capability for c in counted if c.granted})
         denied = by_number({c.capability for c in counted if c.denied} - set(needed))
-        unused = by_number(set(self.held) - set(needed)) if self.held_known else []
+        unused = by_number(set(self.held) - set(needed)) if self.held is not None else []
         return Recommendation(needed, denied, unused, NOAUDIT_NOTES.get(self.noaudit, ""))
 
 
 def by_number(names: Iterable[str]) -> list[str]:
     """Capability names in the kernel's order; unknown names last, sorted."""
-    return sorted(names, key=lambda n: (capabilities.NUMBERS.get(n, 1 << 16), n))
+    return sorted(names, key=_kernel_order)
+
+
+def _kernel_order(name: str) -> tuple[int, str]:
+    return capabilities.NUMBERS.get(name, 1 << 16), name
 
 
 def audited_by(noaudit: str) -> Callable[[int], Optional[bool]]:
@@ -132,24 +135,23 @@ def document(profile: Profile, **context) -> dict:
         "noaudit": profile.noaudit,
         "checks": [asdict(c) for c in sorted(profile.checks, key=_check_order)],
         "changes": [asdict(c) for c in profile.changes],
-        "held": by_number(profile.held) if profile.held_known else None,
+        "held": by_number(profile.held) if profile.held is not None else None,
         "recommendation": {"needed": rec.needed, "denied": rec.denied, "unused": rec.unused, "note": rec.note},
     }
 
 
 def from_document(doc: dict) -> Profile:
     """The profile a document was made from: document(from_document(d), **context) == d."""
-    held = doc["held"]
     return Profile(
         mode=doc["mode"], noaudit=doc["noaudit"],
         checks=[CheckCount(**c) for c in doc["checks"]],
         changes=[ChangeCount(**c) for c in doc["changes"]],
-        held=list(held or []), held_known=held is not None,
+        held=doc["held"],
     )
 
 
 def _check_order(check: CheckCount) -> tuple:
-    return (capabilities.NUMBERS.get(check.capability, 1 << 16), check.capability, check.comm, check.audited is False)
+    return (*_kernel_order(check.capability), check.comm, check.audited is False)
 
 
 def render(fmt: str, profile: Profile, **context) -> str:
@@ -172,7 +174,7 @@ def _text(profile: Profile, context: dict) -> str:
     lines += ["", "Recommendation:"]
     for label, value in (("needed (granted on audited checks):", _names(rec.needed)),
                          ("denied: the program may need this:", _names(rec.denied)),
-                         ("held but never used:", _names(rec.unused) if profile.held_known else "unknown"),
+                         ("held but never used:", _names(rec.unused) if profile.held is not None else "unknown"),
                          ("note:", rec.note)):
         lines += textwrap.wrap(value, width=100, initial_indent=f"  {label:<36} ", subsequent_indent=" " * 39)
     return "\n".join(lines) + "\n"

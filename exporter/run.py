@@ -9,12 +9,11 @@ import shutil
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from . import capabilities, kallsyms, kernel, privileges, probes, proc_status, profile
 from .config import ChangesConfig, Config, LabelsConfig, MODES, ProbeConfig
-from .layouts import HELD_DROP_SLOT, MAP_LAYOUTS, decode_comm
-from .maps import BpfMap, total
+from .maps import BpfMap, open_maps
 from .usage import Parser, fail
 
 # run's own failures, apart from the command's exit codes, as timeout(1) and env(1) do.
@@ -22,13 +21,11 @@ EXIT_RUN_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 TREE_MAX_THREADS = 32768
-HELD_MAX_ENTRIES = 4096
 
 # OWN_CREDS_ONLY: a program needs what is checked against its own credentials, not what
 # overlayfs checks against its mounter's on its behalf (seen: CAP_SYS_ADMIN, CAP_FOWNER).
 DEFINES: probes.Defines = {"FOLLOW_TREE": TREE_MAX_THREADS, "RECORD_HELD": None,
-                           "HELD_MAX_ENTRIES": HELD_MAX_ENTRIES, "NOAUDIT_CALLERS": len(profile.NOAUDIT_FUNCTIONS),
-                           "OWN_CREDS_ONLY": None}
+                           "NOAUDIT_CALLERS": len(profile.NOAUDIT_FUNCTIONS), "OWN_CREDS_ONLY": None}
 
 
 def parser() -> Parser:
@@ -82,7 +79,9 @@ def identity(user: Optional[str], caps: str) -> Optional[Identity]:
 def cap_list(text: str) -> list[int]:
     """--caps: all (every capability run has itself), or names (CAP_X, cap_x or X) separated by commas."""
     if text.strip().lower() == "all":
-        return [capabilities.number(n) for n in capabilities.decode(_own_permitted())]
+        own = proc_status.read(os.getpid())
+        assert own is not None  # run is no kernel thread
+        return [bit for bit in range(64) if own.permitted >> bit & 1]
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n.upper().removeprefix("CAP_") not in KNOWN_NAMES]
     if unknown:
@@ -91,11 +90,6 @@ def cap_list(text: str) -> list[int]:
 
 
 KNOWN_NAMES = {name.removeprefix("CAP_") for name in capabilities.NAMES}
-
-
-def _own_permitted() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return int(proc_status.parse(f.read())["CapPrm"], 16)
 
 
 def main(argv: list[str]) -> int:
@@ -256,49 +250,30 @@ def _noaudit_handling(loaded: probes.Loaded) -> str:
     return "inferred" if found else "indistinguishable"
 
 
+RUN_MAPS = ("checks", "drops", "changes", "change_drops", "held", "tree_drops")
+
+
 def read_profile(loaded: probes.Loaded, noaudit: str) -> RunResult:
-    """What the tree did, from the maps of both modules."""
-    maps = _maps(loaded)
-    held = {decode_comm(key.comm): _union(values) for key, values in maps["held"].items()}
+    """What the tree did, from the maps of all three modules."""
+    maps = open_maps(loaded.map_fds(RUN_MAPS))
+    held = 0
+    for permitted in maps["held"].lookup(maps["held"].key_type(0)):  # one copy per CPU
+        held |= permitted.value
     result = profile.Profile(
         mode=loaded.mode, noaudit=noaudit,
         checks=profile.read_checks(maps["checks"], noaudit),
         changes=profile.read_changes(maps["changes"]),
-        held=capabilities.decode(_union(held.values())),
+        held=capabilities.decode(held),
     )
     return RunResult(result, _warnings(maps))
 
 
-def _maps(loaded: probes.Loaded) -> dict[str, BpfMap]:
-    cpus = kernel.possible_cpus()
-    maps = {}
-    for module in loaded.modules:
-        for name in ("checks", "drops", "changes", "change_drops", "held", "tree_drops"):
-            try:
-                fd = module[name.encode()].map_fd
-            except KeyError:
-                continue
-            maps.setdefault(name, BpfMap(name, fd, *MAP_LAYOUTS[name], cpus))
-    return maps
-
-
-def _union(masks: Any) -> int:
-    result = 0
-    for mask in masks:
-        result |= getattr(mask, "value", mask)
-    return result
-
-
 def _warnings(maps: dict[str, BpfMap]) -> list[str]:
     lost = {
-        "forks not followed (the tree map was full)": _slot(maps["tree_drops"], 0),
-        "checks not counted (the checks map was full)": _slot(maps["drops"], 0),
-        "checks lost in flight (kprobe mode: the inflight map was full)": _slot(maps["drops"], 1),
-        "syscalls whose changes were not seen": _slot(maps["change_drops"], 0) + _slot(maps["change_drops"], 1),
-        "comms whose permitted set was not recorded": _slot(maps["change_drops"], HELD_DROP_SLOT),
+        "forks not followed (the tree map was full)": maps["tree_drops"].slot_total(0),
+        "checks not counted (the checks map was full)": maps["drops"].slot_total(0),
+        "checks lost in flight (kprobe mode: the inflight map was full)": maps["drops"].slot_total(1),
+        "syscalls whose changes were not seen": maps["change_drops"].slot_total(0)
+        + maps["change_drops"].slot_total(1),
     }
     return [f"{n} {what}" for what, n in lost.items() if n]
-
-
-def _slot(drops: BpfMap, slot: int) -> int:
-    return total(drops.lookup(drops.key_type(slot)))

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from exporter import kernel, profile
+from exporter import kernel, proc_status, profile
 from support import NOBODY, ROOT, Exporter, exporter_command, run_workload, unique_comm
 
 UNIT = ROOT / "deploy" / "systemd" / "capability-exporter.service"
@@ -82,7 +82,7 @@ def test_exporter_serves_as_non_root_with_only_the_units_capabilities(root_owned
         run_workload(f"{comm}=chown:7:{root_owned_file}", user=NOBODY)
         assert exporter.value("capability_denials_total", comm=comm, capability="CAP_CHOWN") == 7
         with open(f"/proc/{exporter.pid}/status") as f:
-            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            status = proc_status.parse(f.read())
         assert status["Uid"].split()[0] == str(NOBODY)
         assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0000000000000000"
     finally:

@@ -8,6 +8,7 @@ from exporter.cgroups import CgroupNames
 from exporter.collector import CapabilityCollector, ProbeInfo
 from exporter.config import LabelsConfig, comm_filter, FiltersConfig
 from exporter.layouts import CheckKey, CheckValue, DropKey, DropValue
+from exporter.maps import BpfMap
 
 
 class FakeMap:
@@ -23,6 +24,8 @@ class FakeMap:
 
     def lookup(self, key):
         return [v for k, v in self.entries if k.value == key.value]
+
+    slot_total = BpfMap.slot_total
 
 
 class BrokenMap(FakeMap):
