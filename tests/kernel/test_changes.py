@@ -33,6 +33,7 @@ def status_mask(caps: dict, field: str) -> int:
     return int(caps[field], 16)
 
 
+@pytest.mark.any_mode
 def test_capset_dropping_two_effective_capabilities(exporter):
     comm = unique_comm("cs")
     (step,) = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN")
@@ -44,6 +45,7 @@ def test_capset_dropping_two_effective_capabilities(exporter):
     }
 
 
+@pytest.mark.any_mode
 def test_bounding_set_drop(exporter):
     comm = unique_comm("bs")
     run_workload(f"{comm}=drop-bounding:CAP_SYS_MODULE")
@@ -52,6 +54,7 @@ def test_bounding_set_drop(exporter):
                           capability="CAP_SYS_MODULE", direction="lost") == 1
 
 
+@pytest.mark.any_mode
 def test_setuid_from_root_loses_permitted_and_effective_capability_by_capability(exporter):
     comm = unique_comm("su")
     (step,) = run_workload(f"{comm}=become:{NOBODY}")
@@ -65,6 +68,7 @@ def test_setuid_from_root_loses_permitted_and_effective_capability_by_capability
     assert changed_caps(exporter, comm) == expected
 
 
+@pytest.mark.any_mode
 def test_keep_caps_is_a_securebits_change(exporter):
     comm = unique_comm("kc")
     run_workload(f"{comm}=keep-caps:1", f"{comm}=keep-caps:1", f"{comm}=keep-caps:0")
@@ -76,6 +80,7 @@ def test_keep_caps_is_a_securebits_change(exporter):
     assert exporter.series(CHANGES, comm=comm) == {}
 
 
+@pytest.mark.any_mode
 def test_prctl_that_changes_nothing_counts_nothing(exporter):
     comm = unique_comm("gn")
     run_workload(f"{comm}=get-name:100")
@@ -90,6 +95,7 @@ def file_capability_program(true_copy):
     return true_copy
 
 
+@pytest.mark.any_mode
 def test_unprivileged_exec_of_a_file_capability_binary_gains_it(exporter, file_capability_program):
     comm = os.path.basename(file_capability_program)
     run_workload(user=NOBODY, program=file_capability_program)
@@ -106,6 +112,7 @@ def test_checks_and_changes_are_counted_side_by_side(exporter):
     assert changed_caps(exporter, comm) == {("bounding", "CAP_SYS_MODULE", "lost"): 1}
 
 
+@pytest.mark.any_mode
 def test_change_tracking_can_be_turned_off(start_exporter):
     exporter = start_exporter({"changes": {"enabled": False}})
     comm = unique_comm("off")

@@ -11,6 +11,7 @@ from exporter import kernel
 from support import NOBODY, WaitingWorkload, run_workload, unique_comm
 
 
+@pytest.mark.any_mode
 def test_comm_exclude_removes_that_programs_series(start_exporter):
     kept, dropped = unique_comm("keep"), unique_comm("drop")
     exporter = start_exporter({"filters": {"comm_exclude": ["drop.*"]}})
@@ -20,6 +21,7 @@ def test_comm_exclude_removes_that_programs_series(start_exporter):
     assert exporter.series("capability_denials_total", comm=dropped) == {}
 
 
+@pytest.mark.any_mode
 def test_comm_include_keeps_only_matching_programs(start_exporter):
     kept, other = unique_comm("incl"), unique_comm("othr")
     exporter = start_exporter({"filters": {"comm_include": [f"{kept}"]}})
@@ -29,6 +31,7 @@ def test_comm_include_keeps_only_matching_programs(start_exporter):
     assert {dict(k)["comm"] for k in exporter.series("capability_checks_total")} == {kept}
 
 
+@pytest.mark.any_mode
 def test_uid_filter_keeps_only_that_uid(start_exporter, root_owned_file):
     comm = unique_comm()
     exporter = start_exporter({"filters": {"uids": [NOBODY]}, "labels": {"uid": True}})
@@ -61,6 +64,7 @@ def test_cgroup():
     os.rmdir(path)
 
 
+@pytest.mark.any_mode
 def test_cgroup_prefix_and_label(start_exporter, test_cgroup):
     relative, directory = test_cgroup
     inside, outside = unique_comm("in"), unique_comm("out")
@@ -85,6 +89,7 @@ def container_cgroup():
     os.rmdir(top)
 
 
+@pytest.mark.any_mode
 def test_container_and_pod_labels_from_a_real_cgroup(start_exporter, container_cgroup):
     leaf, pod, container = container_cgroup
     inside, outside = unique_comm("ctr"), unique_comm("host")
@@ -138,6 +143,7 @@ def v1_container_cgroup(v1_hierarchy):
         leaf = os.path.dirname(leaf)
 
 
+@pytest.mark.any_mode
 def test_container_labels_from_a_cgroup_v1_hierarchy(start_exporter, v1_container_cgroup):
     leaf, pod, container, controller = v1_container_cgroup
     comm = unique_comm("v1")

@@ -51,6 +51,7 @@ def _status_caps(pid: int) -> dict[str, int]:
         return {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f) if k.startswith("Cap")}
 
 
+@pytest.mark.any_mode
 def test_exporter_drops_all_its_capabilities_and_keeps_serving(shared_exporter):
     exporter = shared_exporter
     caps = _status_caps(exporter.pid)
@@ -87,6 +88,7 @@ def test_signal_detaches_and_exits_cleanly(start_exporter, sig):
         assert err.value.errno == errno.ENOENT
 
 
+@pytest.mark.any_mode
 def test_busy_port_is_a_clear_usage_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -98,6 +100,7 @@ def test_busy_port_is_a_clear_usage_error():
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.any_mode
 def test_landing_page_links_to_metrics_and_unknown_paths_are_404(start_exporter, attach_mode):
     exporter = start_exporter(None, "--web.telemetry-path", "/capabilities")
     page = exporter.get("/")
@@ -108,6 +111,7 @@ def test_landing_page_links_to_metrics_and_unknown_paths_are_404(start_exporter,
     assert err.value.code == 404
 
 
+@pytest.mark.any_mode
 def test_serving_process_never_maps_bcc_or_llvm(shared_exporter):
     exporter = shared_exporter
     with open(f"/proc/{exporter.pid}/maps") as f:

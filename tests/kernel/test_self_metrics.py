@@ -1,8 +1,11 @@
 """The exporter's own metrics: map fill, drops when a map is full, program stats."""
 
+import pytest
+
 from support import WaitingWorkload, unique_comm
 
 
+@pytest.mark.any_mode
 def test_full_map_counts_exactly_what_it_dropped(start_exporter):
     first, second, third = unique_comm("a"), unique_comm("b"), unique_comm("c")
     target = WaitingWorkload(f"{first}=setuid:5", f"{second}=setuid:7", f"{third}=setuid:11")
@@ -26,6 +29,7 @@ def test_program_stats_count_runs_when_enabled(start_exporter, counting_program)
     assert exporter.value("capability_exporter_bpf_program_run_seconds_total", program=counting_program) > 0
 
 
+@pytest.mark.any_mode
 def test_scrape_reports_its_duration_and_map_health(shared_exporter):
     exporter = shared_exporter
     assert exporter.value("capability_exporter_bpf_map_read_success", map="checks") == 1

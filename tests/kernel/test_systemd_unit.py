@@ -28,6 +28,7 @@ def as_service_user(caps: list[str]) -> list[str]:
             f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}", f"--bounding-set=-all,{names}"]
 
 
+@pytest.mark.any_mode
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     # verify insists that ExecStart's binary exists: point it at this checkout's.
     unit = tmp_path / UNIT.name
@@ -37,6 +38,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
+@pytest.mark.any_mode
 def test_ambient_and_bounding_sets_agree():
     assert unit_setting("AmbientCapabilities") == unit_setting("CapabilityBoundingSet")
 

@@ -93,6 +93,7 @@ def test_user_stack_names_the_test_programs_own_function(capwork, root_owned_fil
         assert chown["kernel_stack"], "the kernel allows kernel stacks here"
 
 
+@pytest.mark.any_mode
 def test_bad_trace_arguments_are_one_line_errors():
     for args, expected in ((["--pid", "x"], "argument -p/--pid: invalid int value"), (["0"], "positive number")):
         done = subprocess.run(exporter_command("trace", *args), cwd=ROOT, capture_output=True, text=True)

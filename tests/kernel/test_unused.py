@@ -10,6 +10,9 @@ import pytest
 
 from support import NOBODY, unique_comm
 
+# No attach mode changes how these are served or computed: once per kernel in the matrix.
+pytestmark = pytest.mark.any_mode
+
 CONFIG = {"unused": {"refresh_seconds": 0}}
 
 

@@ -9,6 +9,9 @@ import bcrypt
 import pytest
 import yaml
 
+# No attach mode changes how these are served or computed: once per kernel in the matrix.
+pytestmark = pytest.mark.any_mode
+
 USER, PASSWORD = "prometheus", "s3cret-scrape"
 
 

@@ -1,0 +1,43 @@
+"""The kernel matrix's own bookkeeping: partial guest reports, failing-log tails, verdicts."""
+
+import json
+
+from kernel_matrix import Cell, _finished, tails, verdicts
+
+
+def test_a_guest_stopped_midway_keeps_the_modes_it_finished(tmp_path):
+    report = tmp_path / "6.1.json"
+    report.write_text(json.dumps([{"kernel": "6.1", "mode": "fexit", "result": "pass", "detail": "54 passed",
+                                   "seconds": 400.0}]))
+    cells = _finished("6.1", report, "the guest did not finish in 10 s")
+    assert [(c.mode, c.result) for c in cells] == [("fexit", "pass"), ("kprobe", "fail"), ("tracepoint", "fail")]
+    assert cells[1].detail == "the guest did not finish in 10 s"
+
+
+def test_a_guest_with_no_report_fails_every_mode(tmp_path):
+    cells = _finished("6.1", tmp_path / "missing.json", "the guest wrote no report")
+    assert {c.result for c in cells} == {"fail"} and len(cells) == 3
+
+
+def test_tails_show_the_end_of_each_failing_log(tmp_path):
+    (tmp_path / "6.1-kprobe.log").write_text("\n".join(f"line {i}" for i in range(100)))
+    (tmp_path / "6.1-boot.log").write_text("booted\n12:00:00 6.1 / kprobe: running")
+    cells = [
+        Cell("6.1", "fexit", "pass", "54 passed (log: 6.1-fexit.log)"),
+        Cell("6.1", "kprobe", "fail", "1 failed, 27 passed (log: 6.1-kprobe.log)"),
+        Cell("6.1", "tracepoint", "fail", "the guest did not finish in 10 s (see 6.1-boot.log)"),
+    ]
+    shown = tails(cells, tmp_path)
+    assert shown[0] == "--- 6.1 / kprobe: last 40 lines of 6.1-kprobe.log"
+    assert shown[1:41] == [f"line {i}" for i in range(60, 100)]
+    assert shown[41:] == ["--- 6.1 / tracepoint: last 2 lines of 6.1-boot.log", "booted", "12:00:00 6.1 / kprobe: running"]
+
+
+def test_only_an_expected_mode_that_does_not_pass_is_a_verdict():
+    cells = [
+        Cell("host 6.18", "fexit", "not available", "EPERM"),
+        Cell("host 6.18", "tracepoint", "pass", "66 passed"),
+        Cell("6.1.0-56-amd64", "fexit", "fail", "1 failed"),
+        Cell("6.1.0-56-amd64", "tracepoint", "not available", "no tracepoint"),
+    ]
+    assert verdicts(cells, "host 6.18") == ["6.1.0-56-amd64 / fexit: expected pass, got fail: 1 failed"]
