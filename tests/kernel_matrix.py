@@ -15,6 +15,7 @@ the tail of each failing log is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,10 +23,11 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fexit", "kprobe", "tracepoint")
@@ -36,11 +38,18 @@ EXPECTED = {
     "6.12": {"fexit", "kprobe"},
 }
 # Emulation speed differs from machine to machine: a 6.1 guest took 13 min on one and over
-# 40 on another. These bound a hang, not a slow run; TEST_TIMEOUT names the test that hangs.
+# 40 on another. These bound a hang, not a slow run; TEST_TIMEOUT names a test that hangs
+# in user space. A guest whose logs stop growing for STALL_TIMEOUT is stopped (a kernel
+# that livelocks runs no timer of pytest's); after DUMP_AFTER of silence the guest first
+# saves its kernel's view of the blocked tasks and CPUs to <kernel>-dmesg.log.
 GUEST_TIMEOUT = 75 * 60
 SUITE_TIMEOUT = 35 * 60
-TEST_TIMEOUT = 15 * 60
+TEST_TIMEOUT = 8 * 60
+STALL_TIMEOUT = 12 * 60
+DUMP_AFTER = 5 * 60
+WATCH_INTERVAL = 5
 LOG_TAIL = 40
+DUMP_TAIL = 150
 
 
 @dataclass
@@ -95,16 +104,55 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
     log = out / f"{_slug(kernel)}-{mode}.log"
     with open(log, "w") as f:
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "pytest", "tests/kernel", "-p", "no:cacheprovider", "-q",
-                 f"--timeout={TEST_TIMEOUT}", "--durations=15", *selection],
-                cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT,
-                env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"},
-            )
+            with _dump_when_silent(log, out / f"{_slug(kernel)}-dmesg.log", guest):
+                done = subprocess.run(
+                    [sys.executable, "-m", "pytest", "tests/kernel", "-p", "no:cacheprovider", "-v",
+                     f"--timeout={TEST_TIMEOUT}", "--durations=15", *selection],
+                    cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT,
+                    env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"},
+                )
         except subprocess.TimeoutExpired:
             return "fail", f"the suite did not finish in {SUITE_TIMEOUT} s (log: {log.name})"
     summary = _pytest_summary(log.read_text())
     return ("pass" if done.returncode == 0 else "fail"), f"{summary} (log: {log.name})"
+
+
+@contextlib.contextmanager
+def _dump_when_silent(log: Path, dump: Path, enabled: bool) -> Iterator[None]:
+    """In a guest: if log stops growing for DUMP_AFTER, save the kernel's blocked tasks and CPU stacks."""
+    done = threading.Event()
+
+    def watch() -> None:
+        size, since = -1, time.monotonic()
+        while not done.wait(10):
+            if log.stat().st_size != size:
+                size, since = log.stat().st_size, time.monotonic()
+            elif time.monotonic() - since > DUMP_AFTER:
+                _dump_kernel_state(dump, f"{log.name} has not grown for {DUMP_AFTER} s")
+                since = time.monotonic()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if enabled:
+        watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _dump_kernel_state(dump: Path, why: str) -> None:
+    # sysrq w: tasks in uninterruptible sleep; l: a backtrace of every CPU.
+    try:
+        for key in "wl":
+            Path("/proc/sysrq-trigger").write_text(key)
+        time.sleep(2)
+        dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60).stdout
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,pcpu,etime,wchan:24,args"], capture_output=True,
+                            text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        dmesg, ps = f"cannot dump: {err}", ""
+    with open(dump, "a") as f:
+        f.write(f"=== {time.strftime('%H:%M:%S')} {why}\n{ps}\n{dmesg[-60000:]}\n")
 
 
 def _pytest_summary(text: str) -> str:
@@ -138,14 +186,31 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
     boot_log = out / f"{_slug(kernel)}-boot.log"
     with open(boot_log, "w") as log:
         try:
-            subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=GUEST_TIMEOUT, env=env
-            )
-        except subprocess.TimeoutExpired:
-            return _finished(kernel, report, f"the guest did not finish in {GUEST_TIMEOUT} s (see {boot_log.name})")
+            guest = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         except OSError as err:
             return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
+        stopped = _watch(guest, out)
+    if stopped:
+        return _finished(kernel, report, f"{stopped} (see {boot_log.name})")
     return _finished(kernel, report, f"the guest wrote no report (see {boot_log.name})")
+
+
+def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
+    """Wait for the guest; stop it and say why if it runs too long or its logs stop growing."""
+    start, booted = time.monotonic(), time.time()
+    while guest.poll() is None:
+        time.sleep(WATCH_INTERVAL)
+        silent = time.time() - max([booted, *(f.stat().st_mtime for f in out.iterdir() if f.is_file())])
+        if time.monotonic() - start > GUEST_TIMEOUT:
+            why = f"the guest did not finish in {GUEST_TIMEOUT} s"
+        elif silent > STALL_TIMEOUT:
+            why = f"the guest was stopped after {STALL_TIMEOUT} s without output: it hangs"
+        else:
+            continue
+        guest.kill()
+        guest.wait()
+        return why
+    return None
 
 
 def _finished(kernel: str, report: Path, why_not: str) -> list[Cell]:
@@ -156,16 +221,22 @@ def _finished(kernel: str, report: Path, why_not: str) -> list[Cell]:
 
 
 def tails(cells: list[Cell], out: Path) -> list[str]:
-    """The last lines of the log each failing cell names, so CI output shows why."""
+    """The last lines of the log each failing cell names, and of a failing guest's kernel dump."""
     shown = []
     for c in cells:
         name = re.search(r"(?:log: |see )([^)\s]+)", c.detail) if c.result == "fail" else None
-        log = out / name[1] if name else None
-        if log and log.is_file():
-            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
-            shown.append(f"--- {c.kernel} / {c.mode}: last {len(lines)} lines of {log.name}")
-            shown += lines
+        if name:
+            shown += _tail(out / name[1], f"{c.kernel} / {c.mode}", LOG_TAIL)
+    for kernel in dict.fromkeys(c.kernel for c in cells if c.result == "fail"):
+        shown += _tail(out / f"{_slug(kernel)}-dmesg.log", kernel, DUMP_TAIL)
     return shown
+
+
+def _tail(log: Path, what: str, count: int) -> list[str]:
+    if not log.is_file():
+        return []
+    lines = log.read_text(errors="replace").splitlines()[-count:]
+    return [f"--- {what}: last {len(lines)} lines of {log.name}", *lines]
 
 
 def expected(kernel: str) -> set[str]:

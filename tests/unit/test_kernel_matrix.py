@@ -1,8 +1,10 @@
 """The kernel matrix's own bookkeeping: partial guest reports, failing-log tails, verdicts."""
 
 import json
+import subprocess
 
-from kernel_matrix import Cell, _finished, tails, verdicts
+import kernel_matrix
+from kernel_matrix import Cell, _finished, _watch, tails, verdicts
 
 
 def test_a_guest_stopped_midway_keeps_the_modes_it_finished(tmp_path):
@@ -31,6 +33,26 @@ def test_tails_show_the_end_of_each_failing_log(tmp_path):
     assert shown[0] == "--- 6.1 / kprobe: last 40 lines of 6.1-kprobe.log"
     assert shown[1:41] == [f"line {i}" for i in range(60, 100)]
     assert shown[41:] == ["--- 6.1 / tracepoint: last 2 lines of 6.1-boot.log", "booted", "12:00:00 6.1 / kprobe: running"]
+
+
+def test_a_failing_guests_kernel_dump_is_shown(tmp_path):
+    (tmp_path / "6.1-dmesg.log").write_text("=== 12:05:00 6.1-kprobe.log has not grown for 300 s\nsysrq: Show Blocked State")
+    shown = tails([Cell("6.1", "kprobe", "fail", "the guest hangs (see 6.1-boot.log)")], tmp_path)
+    assert shown == ["--- 6.1: last 2 lines of 6.1-dmesg.log", "=== 12:05:00 6.1-kprobe.log has not grown for 300 s",
+                     "sysrq: Show Blocked State"]
+
+
+def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_matrix, "STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.1)
+    (tmp_path / "6.1-fexit.log").write_text("....")
+    guest = subprocess.Popen(["sleep", "60"])
+    assert _watch(guest, tmp_path) == "the guest was stopped after 0.5 s without output: it hangs"
+    assert guest.returncode is not None
+
+
+def test_a_guest_that_ends_is_not_stopped(tmp_path):
+    assert _watch(subprocess.Popen(["true"]), tmp_path) is None
 
 
 def test_only_an_expected_mode_that_does_not_pass_is_a_verdict():
