@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "workload.py"
 NOBODY = 65534
+# Timeouts here bound a hang, not a speed: under emulation on a slow machine one exporter
+# start has taken a minute (CI's 6.1 guest ran about 3x slower than a development machine).
 
 
 def unique_comm(prefix: str = "cx") -> str:
@@ -47,7 +49,7 @@ def exporter_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "exporter", *args]
 
 
-def run_exporter(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_exporter(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the exporter to completion (e.g. --config.check) and capture its output."""
     return subprocess.run(exporter_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
@@ -74,7 +76,7 @@ class Exporter:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_ready(self, timeout: float = 90) -> "Exporter":
+    def wait_ready(self, timeout: float = 300) -> "Exporter":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -86,7 +88,7 @@ class Exporter:
                 time.sleep(0.1)
         raise AssertionError("exporter did not serve within the timeout")
 
-    def get(self, path: str, timeout: float = 30, auth: Optional[tuple[str, str]] = None) -> str:
+    def get(self, path: str, timeout: float = 60, auth: Optional[tuple[str, str]] = None) -> str:
         request = urllib.request.Request(self.url + path)
         user, password = auth or self.auth or (None, None)
         if user is not None:
@@ -110,7 +112,7 @@ class Exporter:
         wanted = set(labels.items())
         return {lbls: v for (n, lbls), v in self.scrape().items() if n == name and wanted <= lbls}
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -145,7 +147,7 @@ def workload_command(
 
 def run_workload(*steps: str, **options) -> list[dict]:
     """Run tests/workload.py; one dict per step (result, Cap* lines before and after)."""
-    done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -161,7 +163,7 @@ class WaitingWorkload:
         self.pid = self.proc.pid
 
     def go(self) -> str:
-        out, _ = self.proc.communicate("go\n", timeout=120)
+        out, _ = self.proc.communicate("go\n", timeout=300)
         assert self.proc.returncode == 0
         return out
 

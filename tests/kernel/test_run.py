@@ -79,7 +79,7 @@ def test_a_forked_childs_setuid_is_attributed_and_a_stranger_with_its_comm_is_no
     # The tree is being followed now: the same comm outside it must not count.
     stranger = run_workload(f"{comm}=setuid:5")
     assert stranger[0]["result"] == 5
-    out, err = run.communicate("go\n", timeout=120)
+    out, err = run.communicate("go\n", timeout=300)
     assert run.returncode == 0, err
     assert json.loads(out.splitlines()[0])["result"] == 3
     doc = json.loads(report.read_text())

@@ -22,7 +22,7 @@ class Trace:
 
     def stop(self) -> tuple[str, str]:
         self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=60)
+        out, err = self.proc.communicate(timeout=180)
         assert self.proc.returncode == 0, err
         assert "Traceback" not in err
         return out, err

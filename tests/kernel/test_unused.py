@@ -37,7 +37,7 @@ def hold_net_raw(public_dir):
         process.wait()
 
 
-def wait_for(condition, what: str, timeout: float = 20):
+def wait_for(condition, what: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
