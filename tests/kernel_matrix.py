@@ -104,7 +104,8 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
     log = out / f"{_slug(kernel)}-{mode}.log"
     with open(log, "w") as f:
         try:
-            with _dump_when_silent(log, out / f"{_slug(kernel)}-dmesg.log", guest):
+            watch = _dump_when_silent(out, out / f"{_slug(kernel)}-dmesg.log") if guest else contextlib.nullcontext()
+            with watch:
                 done = subprocess.run(
                     [sys.executable, "-m", "pytest", "tests/kernel", "-p", "no:cacheprovider", "-v",
                      f"--timeout={TEST_TIMEOUT}", "--durations=15", *selection],
@@ -118,26 +119,25 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
 
 
 @contextlib.contextmanager
-def _dump_when_silent(log: Path, dump: Path, enabled: bool) -> Iterator[None]:
-    """In a guest: if log stops growing for DUMP_AFTER, save the kernel's blocked tasks and CPU stacks."""
+def _dump_when_silent(out: Path, dump: Path) -> Iterator[None]:
+    """In a guest: if no log in out grows for DUMP_AFTER, save the kernel's blocked tasks and CPU stacks."""
     done = threading.Event()
 
     def watch() -> None:
-        size, since = -1, time.monotonic()
-        while not done.wait(10):
-            if log.stat().st_size != size:
-                size, since = log.stat().st_size, time.monotonic()
-            elif time.monotonic() - since > DUMP_AFTER:
-                _dump_kernel_state(dump, f"{log.name} has not grown for {DUMP_AFTER} s")
-                since = time.monotonic()
+        while not done.wait(WATCH_INTERVAL):
+            if _silent_for(out) > DUMP_AFTER:
+                _dump_kernel_state(dump, f"no log in {out} has grown for {DUMP_AFTER} s")
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    if enabled:
-        watcher.start()
+    threading.Thread(target=watch, daemon=True).start()
     try:
         yield
     finally:
         done.set()
+
+
+def _silent_for(out: Path, since: float = 0.0) -> float:
+    """Seconds since a file in out last changed (or since `since`, a time.time(), if later)."""
+    return time.time() - max([since, *(f.stat().st_mtime for f in out.iterdir() if f.is_file())])
 
 
 def _dump_kernel_state(dump: Path, why: str) -> None:
@@ -200,7 +200,7 @@ def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
     start, booted = time.monotonic(), time.time()
     while guest.poll() is None:
         time.sleep(WATCH_INTERVAL)
-        silent = time.time() - max([booted, *(f.stat().st_mtime for f in out.iterdir() if f.is_file())])
+        silent = _silent_for(out, booted)
         if time.monotonic() - start > GUEST_TIMEOUT:
             why = f"the guest did not finish in {GUEST_TIMEOUT} s"
         elif silent > STALL_TIMEOUT:

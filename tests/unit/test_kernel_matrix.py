@@ -1,10 +1,12 @@
 """The kernel matrix's own bookkeeping: partial guest reports, failing-log tails, verdicts."""
 
 import json
+import os
 import subprocess
+import time
 
 import kernel_matrix
-from kernel_matrix import Cell, _finished, _watch, tails, verdicts
+from kernel_matrix import Cell, _dump_when_silent, _finished, _watch, tails, verdicts
 
 
 def test_a_guest_stopped_midway_keeps_the_modes_it_finished(tmp_path):
@@ -51,7 +53,8 @@ def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
     assert guest.returncode is not None
 
 
-def test_a_guest_that_ends_is_not_stopped(tmp_path):
+def test_a_guest_that_ends_is_not_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.1)
     assert _watch(subprocess.Popen(["true"]), tmp_path) is None
 
 
@@ -63,3 +66,18 @@ def test_only_an_expected_mode_that_does_not_pass_is_a_verdict():
         Cell("6.1.0-56-amd64", "tracepoint", "not available", "no tracepoint"),
     ]
     assert verdicts(cells, "host 6.18") == ["6.1.0-56-amd64 / fexit: expected pass, got fail: 1 failed"]
+
+
+def test_a_guest_saves_its_kernel_state_once_its_logs_go_quiet(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_matrix, "DUMP_AFTER", 60)
+    monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.05)
+    dumps = []
+    monkeypatch.setattr(kernel_matrix, "_dump_kernel_state", lambda dump, why: dumps.append((dump.name, why)))
+    log = tmp_path / "6.1-kprobe.log"
+    log.write_text("....")
+    with _dump_when_silent(tmp_path, tmp_path / "6.1-dmesg.log"):
+        time.sleep(0.3)
+        assert dumps == []
+        os.utime(log, (time.time() - 120, time.time() - 120))
+        time.sleep(0.3)
+    assert dumps and dumps[0] == ("6.1-dmesg.log", f"no log in {tmp_path} has grown for 60 s")
