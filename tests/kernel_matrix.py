@@ -39,9 +39,11 @@ EXPECTED = {
 }
 # Emulation speed differs from machine to machine: a 6.1 guest took 13 min on one and over
 # 40 on another. These bound a hang, not a slow run; TEST_TIMEOUT names a test that hangs
-# in user space. A guest whose logs stop growing for STALL_TIMEOUT is stopped (a kernel
-# that livelocks runs no timer of pytest's); after DUMP_AFTER of silence the guest first
-# saves its kernel's view of the blocked tasks and CPUs to <kernel>-dmesg.log.
+# in user space. A guest whose pytest logs stop growing for STALL_TIMEOUT is stopped (a
+# kernel that livelocks runs no timer of pytest's); after DUMP_AFTER of silence the guest
+# first saves its kernel's view of the blocked tasks and CPUs to <kernel>-dmesg.log. The
+# guest's kernel console goes to <kernel>-boot.log on the host, so the kernel's own hang
+# reports (hung tasks, soft lockups, RCU stalls) arrive even if the guest's user space stops.
 GUEST_TIMEOUT = 75 * 60
 SUITE_TIMEOUT = 35 * 60
 TEST_TIMEOUT = 8 * 60
@@ -59,6 +61,7 @@ class Cell:
     result: str  # pass | fail | not available
     detail: str
     seconds: float = 0.0
+    log: str = ""  # the file in the output directory that tells why, if it fails
 
 
 def run_modes(kernel: str, out: Path, guest: bool, report: Optional[Path] = None) -> list[Cell]:
@@ -81,7 +84,7 @@ def run_modes(kernel: str, out: Path, guest: bool, report: Optional[Path] = None
             first = not any(c.result != "not available" for c in cells)
             _progress(f"{kernel} / {mode}: running the {'whole' if first else 'mode-dependent'} suite")
             result, detail = _run_suite(kernel, mode, out, guest, first)
-            cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start))
+            cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start, _log(kernel, mode).name))
         _progress(f"{kernel} / {mode}: {cells[-1].result} after {cells[-1].seconds:.0f} s")
         if report:
             report.write_text(json.dumps([asdict(c) for c in cells]))
@@ -101,10 +104,10 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
     selection = ["-m", " and ".join(f"not {m}" for m in excluded)] if excluded else []
     if guest:
         selection += ["-n", "2"]
-    log = out / f"{_slug(kernel)}-{mode}.log"
+    log = out / _log(kernel, mode)
     with open(log, "w") as f:
         try:
-            watch = _dump_when_silent(out, out / f"{_slug(kernel)}-dmesg.log") if guest else contextlib.nullcontext()
+            watch = _dump_when_silent(out, out / _dump(kernel)) if guest else contextlib.nullcontext()
             with watch:
                 done = subprocess.run(
                     [sys.executable, "-m", "pytest", "tests/kernel", "-p", "no:cacheprovider", "-v",
@@ -113,19 +116,63 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
                     env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"},
                 )
         except subprocess.TimeoutExpired:
-            return "fail", f"the suite did not finish in {SUITE_TIMEOUT} s (log: {log.name})"
-    summary = _pytest_summary(log.read_text())
-    return ("pass" if done.returncode == 0 else "fail"), f"{summary} (log: {log.name})"
+            return "fail", f"the suite did not finish in {SUITE_TIMEOUT} s"
+    return ("pass" if done.returncode == 0 else "fail"), _pytest_summary(log.read_text())
+
+
+# The files in the output directory, per kernel: a log per mode, the guest's report of the
+# modes it finished, its console, and its kernel dump.
+def _log(kernel: str, mode: str) -> Path:
+    return Path(f"{_slug(kernel)}-{mode}.log")
+
+
+def _report(kernel: str) -> Path:
+    return Path(f"{_slug(kernel)}.json")
+
+
+def _boot_log(kernel: str) -> Path:
+    return Path(f"{_slug(kernel)}-boot.log")
+
+
+def _dump(kernel: str) -> Path:
+    return Path(f"{_slug(kernel)}-dmesg.log")
+
+
+class Quiet:
+    """How long the guest's own output (its pytest logs and report in out) has not changed.
+
+    Sizes and mtimes are compared, never mtimes against a clock: a 9p file's mtime comes
+    from the host's clock and the guest's may differ. The boot log (the kernel's console)
+    and the kernel dump are not the guest's progress.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.seen = self._snapshot()
+        self.since = time.monotonic()
+
+    def seconds(self) -> float:
+        now = self._snapshot()
+        if now != self.seen:
+            self.seen, self.since = now, time.monotonic()
+        return time.monotonic() - self.since
+
+    def _snapshot(self) -> list[tuple[str, int, int]]:
+        files = [f for f in self.out.iterdir() if f.suffix == ".json" or f.name.endswith(tuple(f"-{m}.log" for m in MODES))]
+        return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
 @contextlib.contextmanager
 def _dump_when_silent(out: Path, dump: Path) -> Iterator[None]:
-    """In a guest: if no log in out grows for DUMP_AFTER, save the kernel's blocked tasks and CPU stacks."""
+    """In a guest: once per silence of DUMP_AFTER in out's logs, save the kernel's blocked tasks and CPU stacks."""
     done = threading.Event()
+    quiet = Quiet(out)
 
     def watch() -> None:
+        dumped = None
         while not done.wait(WATCH_INTERVAL):
-            if _silent_for(out) > DUMP_AFTER:
+            if quiet.seconds() > DUMP_AFTER and dumped != quiet.since:
+                dumped = quiet.since
                 _dump_kernel_state(dump, f"no log in {out} has grown for {DUMP_AFTER} s")
 
     threading.Thread(target=watch, daemon=True).start()
@@ -135,24 +182,43 @@ def _dump_when_silent(out: Path, dump: Path) -> Iterator[None]:
         done.set()
 
 
-def _silent_for(out: Path, since: float = 0.0) -> float:
-    """Seconds since a file in out last changed (or since `since`, a time.time(), if later)."""
-    return time.time() - max([since, *(f.stat().st_mtime for f in out.iterdir() if f.is_file())])
-
-
 def _dump_kernel_state(dump: Path, why: str) -> None:
-    # sysrq w: tasks in uninterruptible sleep; l: a backtrace of every CPU.
+    # sysrq w: tasks in uninterruptible sleep; l: a backtrace of every CPU. Both go to the
+    # console too, which reaches the host even if this process blocks below.
     try:
         for key in "wl":
             Path("/proc/sysrq-trigger").write_text(key)
         time.sleep(2)
-        dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60).stdout
-        ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,pcpu,etime,wchan:24,args"], capture_output=True,
-                            text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as err:
-        dmesg, ps = f"cannot dump: {err}", ""
+    except OSError as err:
+        why += f" (sysrq: {err.strerror})"
     with open(dump, "a") as f:
-        f.write(f"=== {time.strftime('%H:%M:%S')} {why}\n{ps}\n{dmesg[-60000:]}\n")
+        f.write(f"=== {time.strftime('%H:%M:%S')} {why}\n")
+        f.flush()
+        f.write(_running_tasks())
+        f.flush()
+        try:
+            f.write(subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60).stdout[-60000:])
+        except (OSError, subprocess.SubprocessError) as err:
+            f.write(f"dmesg: {err}\n")
+
+
+def _running_tasks() -> str:
+    """Each running or blocked thread with its kernel stack.
+
+    Read from /proc/*/task/*/{stat,stack}, not with ps: ps reads cmdline, which waits
+    for the mm lock of a task stuck holding it.
+    """
+    lines = []
+    for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+        try:
+            stat = (task / "stat").read_text()
+            state = stat.rsplit(")", 1)[1].split()[0]
+            if state in ("R", "D"):
+                lines.append(f"--- {task.parent.parent.name}/{task.name} {stat[:stat.rfind(')') + 1]} {state}")
+                lines.append((task / "stack").read_text())
+        except (OSError, IndexError):
+            continue
+    return "\n".join(lines) + "\n"
 
 
 def _pytest_summary(text: str) -> str:
@@ -176,34 +242,30 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
     image = Path(f"/boot/vmlinuz-{kernel}")
     if not image.exists():
         return [Cell(kernel, m, "fail", f"{image} is not installed") for m in MODES]
-    report = out / f"{_slug(kernel)}.json"
-    report.unlink(missing_ok=True)
+    (out / _report(kernel)).unlink(missing_ok=True)
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --out {out}"
-    cmd = [vng, "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", "2",
+    # -v: the kernel's console into the boot log.
+    cmd = [vng, "-v", "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", "2",
            "--rwdir", str(out), "--exec", inner]
     # vng runs virtme-run from PATH: the one beside it in its venv.
     env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
-    boot_log = out / f"{_slug(kernel)}-boot.log"
-    with open(boot_log, "w") as log:
+    with open(out / _boot_log(kernel), "w") as log:
         try:
             guest = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         except OSError as err:
             return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
         stopped = _watch(guest, out)
-    if stopped:
-        return _finished(kernel, report, f"{stopped} (see {boot_log.name})")
-    return _finished(kernel, report, f"the guest wrote no report (see {boot_log.name})")
+    return _finished(kernel, out, stopped or "the guest wrote no report")
 
 
 def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
     """Wait for the guest; stop it and say why if it runs too long or its logs stop growing."""
-    start, booted = time.monotonic(), time.time()
+    start, quiet = time.monotonic(), Quiet(out)
     while guest.poll() is None:
         time.sleep(WATCH_INTERVAL)
-        silent = _silent_for(out, booted)
         if time.monotonic() - start > GUEST_TIMEOUT:
             why = f"the guest did not finish in {GUEST_TIMEOUT} s"
-        elif silent > STALL_TIMEOUT:
+        elif quiet.seconds() > STALL_TIMEOUT:
             why = f"the guest was stopped after {STALL_TIMEOUT} s without output: it hangs"
         else:
             continue
@@ -213,22 +275,27 @@ def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
     return None
 
 
-def _finished(kernel: str, report: Path, why_not: str) -> list[Cell]:
-    """The cells the guest reported, and a failure with why_not for each mode it did not reach."""
+def _finished(kernel: str, out: Path, why_not: str) -> list[Cell]:
+    """The cells the guest reported, and a failure with why_not for each mode it did not finish."""
+    report = out / _report(kernel)
     cells = [Cell(**c) for c in json.loads(report.read_text())] if report.exists() else []
     done = {c.mode for c in cells}
-    return cells + [Cell(kernel, m, "fail", why_not) for m in MODES if m not in done]
+    for mode in MODES:
+        if mode not in done:
+            log = _log(kernel, mode) if (out / _log(kernel, mode)).exists() else _boot_log(kernel)
+            cells.append(Cell(kernel, mode, "fail", why_not, log=log.name))
+    return cells
 
 
 def tails(cells: list[Cell], out: Path) -> list[str]:
-    """The last lines of the log each failing cell names, and of a failing guest's kernel dump."""
-    shown = []
-    for c in cells:
-        name = re.search(r"(?:log: |see )([^)\s]+)", c.detail) if c.result == "fail" else None
-        if name:
-            shown += _tail(out / name[1], f"{c.kernel} / {c.mode}", LOG_TAIL)
+    """The last lines of each failing cell's log, and of a failing guest's console and kernel dump."""
+    logs = {c.log: (f"{c.kernel} / {c.mode}", LOG_TAIL) for c in cells if c.result == "fail" and c.log}
     for kernel in dict.fromkeys(c.kernel for c in cells if c.result == "fail"):
-        shown += _tail(out / f"{_slug(kernel)}-dmesg.log", kernel, DUMP_TAIL)
+        for extra in (_boot_log(kernel), _dump(kernel)):
+            logs.setdefault(extra.name, (kernel, DUMP_TAIL))
+    shown = []
+    for name, (what, count) in logs.items():
+        shown += _tail(out / name, what, count)
     return shown
 
 
@@ -260,13 +327,14 @@ def table(cells: list[Cell]) -> str:
     width = max(len(c.kernel) for c in cells)
     rows = [f"{'kernel':<{width}}  {'mode':<10}  {'result':<13}  {'time':>6}  detail"]
     for c in cells:
-        rows.append(f"{c.kernel:<{width}}  {c.mode:<10}  {c.result:<13}  {c.seconds:5.0f}s  {c.detail}")
+        log = f" (log: {c.log})" if c.log else ""
+        rows.append(f"{c.kernel:<{width}}  {c.mode:<10}  {c.result:<13}  {c.seconds:5.0f}s  {c.detail}{log}")
     return "\n".join(rows)
 
 
 def markdown(cells: list[Cell]) -> str:
     rows = ["| kernel | mode | result | detail |", "| --- | --- | --- | --- |"]
-    rows += [f"| {c.kernel} | {c.mode} | {c.result} | {c.detail.split(' (log:')[0]} |" for c in cells]
+    rows += [f"| {c.kernel} | {c.mode} | {c.result} | {c.detail} |" for c in cells]
     return "\n".join(rows) + "\n"
 
 
@@ -281,7 +349,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.guest:
-        run_modes(args.guest, out, guest=True, report=out / f"{_slug(args.guest)}.json")
+        run_modes(args.guest, out, guest=True, report=out / _report(args.guest))
         return 0
     host_label = f"host {platform.release()}"
     cells = run_modes(host_label, out, guest=False)

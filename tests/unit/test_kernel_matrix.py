@@ -3,45 +3,51 @@
 import json
 import os
 import subprocess
+import threading
 import time
 
 import kernel_matrix
-from kernel_matrix import Cell, _dump_when_silent, _finished, _watch, tails, verdicts
+from kernel_matrix import Cell, Quiet, _dump_when_silent, _finished, _watch, tails, verdicts
 
 
 def test_a_guest_stopped_midway_keeps_the_modes_it_finished(tmp_path):
-    report = tmp_path / "6.1.json"
-    report.write_text(json.dumps([{"kernel": "6.1", "mode": "fexit", "result": "pass", "detail": "54 passed",
-                                   "seconds": 400.0}]))
-    cells = _finished("6.1", report, "the guest did not finish in 10 s")
-    assert [(c.mode, c.result) for c in cells] == [("fexit", "pass"), ("kprobe", "fail"), ("tracepoint", "fail")]
+    (tmp_path / "6.1.json").write_text(json.dumps([{"kernel": "6.1", "mode": "fexit", "result": "pass",
+                                                    "detail": "54 passed", "seconds": 400.0, "log": "6.1-fexit.log"}]))
+    (tmp_path / "6.1-kprobe.log").write_text("tests/kernel/test_checks.py::test_setuid ")
+    cells = _finished("6.1", tmp_path, "the guest did not finish in 10 s")
+    assert [(c.mode, c.result, c.log) for c in cells] == [
+        ("fexit", "pass", "6.1-fexit.log"), ("kprobe", "fail", "6.1-kprobe.log"), ("tracepoint", "fail", "6.1-boot.log")]
     assert cells[1].detail == "the guest did not finish in 10 s"
 
 
 def test_a_guest_with_no_report_fails_every_mode(tmp_path):
-    cells = _finished("6.1", tmp_path / "missing.json", "the guest wrote no report")
-    assert {c.result for c in cells} == {"fail"} and len(cells) == 3
+    cells = _finished("6.1", tmp_path, "the guest wrote no report")
+    assert {(c.result, c.log) for c in cells} == {("fail", "6.1-boot.log")} and len(cells) == 3
 
 
-def test_tails_show_the_end_of_each_failing_log(tmp_path):
+def test_tails_show_the_end_of_each_failing_log_and_the_guests_console(tmp_path):
     (tmp_path / "6.1-kprobe.log").write_text("\n".join(f"line {i}" for i in range(100)))
-    (tmp_path / "6.1-boot.log").write_text("booted\n12:00:00 6.1 / kprobe: running")
+    (tmp_path / "6.1-boot.log").write_text("[ 12.0] virtme-ng-init: starting script\n[ 300.1] INFO: rcu_sched self-detected stall")
     cells = [
-        Cell("6.1", "fexit", "pass", "54 passed (log: 6.1-fexit.log)"),
-        Cell("6.1", "kprobe", "fail", "1 failed, 27 passed (log: 6.1-kprobe.log)"),
-        Cell("6.1", "tracepoint", "fail", "the guest did not finish in 10 s (see 6.1-boot.log)"),
+        Cell("6.1", "fexit", "pass", "54 passed", log="6.1-fexit.log"),
+        Cell("6.1", "kprobe", "fail", "the guest hangs", log="6.1-kprobe.log"),
+        Cell("6.1", "tracepoint", "fail", "the guest hangs", log="6.1-boot.log"),
     ]
     shown = tails(cells, tmp_path)
     assert shown[0] == "--- 6.1 / kprobe: last 40 lines of 6.1-kprobe.log"
     assert shown[1:41] == [f"line {i}" for i in range(60, 100)]
-    assert shown[41:] == ["--- 6.1 / tracepoint: last 2 lines of 6.1-boot.log", "booted", "12:00:00 6.1 / kprobe: running"]
+    assert shown[41:] == ["--- 6.1 / tracepoint: last 2 lines of 6.1-boot.log", "[ 12.0] virtme-ng-init: starting script",
+                          "[ 300.1] INFO: rcu_sched self-detected stall"]
 
 
-def test_a_failing_guests_kernel_dump_is_shown(tmp_path):
-    (tmp_path / "6.1-dmesg.log").write_text("=== 12:05:00 6.1-kprobe.log has not grown for 300 s\nsysrq: Show Blocked State")
-    shown = tails([Cell("6.1", "kprobe", "fail", "the guest hangs (see 6.1-boot.log)")], tmp_path)
-    assert shown == ["--- 6.1: last 2 lines of 6.1-dmesg.log", "=== 12:05:00 6.1-kprobe.log has not grown for 300 s",
-                     "sysrq: Show Blocked State"]
+def test_a_failing_guests_console_and_kernel_dump_are_shown_once(tmp_path):
+    (tmp_path / "6.1-boot.log").write_text("[ 400.0] sysrq: Show Blocked State")
+    (tmp_path / "6.1-dmesg.log").write_text("=== 12:05:00 no log has grown for 300 s\n--- 812/812 (python3) D")
+    cells = [Cell("6.1", "fexit", "fail", "1 failed", log="6.1-fexit.log"),
+             Cell("6.1", "kprobe", "fail", "1 failed", log="6.1-kprobe.log")]
+    assert tails(cells, tmp_path) == [
+        "--- 6.1: last 1 lines of 6.1-boot.log", "[ 400.0] sysrq: Show Blocked State",
+        "--- 6.1: last 2 lines of 6.1-dmesg.log", "=== 12:05:00 no log has grown for 300 s", "--- 812/812 (python3) D"]
 
 
 def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
@@ -51,6 +57,27 @@ def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
     guest = subprocess.Popen(["sleep", "60"])
     assert _watch(guest, tmp_path) == "the guest was stopped after 0.5 s without output: it hangs"
     assert guest.returncode is not None
+
+
+def test_a_guest_that_keeps_writing_its_log_is_not_stopped_while_its_console_and_dump_do_not_count(tmp_path):
+    log, console = tmp_path / "6.1-fexit.log", tmp_path / "6.1-boot.log"
+    log.write_text("")
+    quiet = Quiet(tmp_path)
+    time.sleep(0.2)
+    console.write_text("[ 30.0] INFO: task python3 blocked for more than 120 seconds")
+    (tmp_path / "6.1-dmesg.log").write_text("=== dump")
+    assert quiet.seconds() >= 0.2
+    log.write_text("tests/kernel/test_checks.py::test_setuid PASSED")
+    assert quiet.seconds() < 0.1
+
+
+def test_quiet_compares_sizes_not_the_guests_clock_with_the_hosts_mtimes(tmp_path):
+    log = tmp_path / "6.1-fexit.log"
+    log.write_text("....")
+    os.utime(log, (time.time() + 3600, time.time() + 3600))  # a file stamped by a clock an hour ahead
+    quiet = Quiet(tmp_path)
+    time.sleep(0.2)
+    assert 0.2 <= quiet.seconds() < 1
 
 
 def test_a_guest_that_ends_is_not_stopped(tmp_path, monkeypatch):
@@ -68,16 +95,24 @@ def test_only_an_expected_mode_that_does_not_pass_is_a_verdict():
     assert verdicts(cells, "host 6.18") == ["6.1.0-56-amd64 / fexit: expected pass, got fail: 1 failed"]
 
 
-def test_a_guest_saves_its_kernel_state_once_its_logs_go_quiet(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernel_matrix, "DUMP_AFTER", 60)
+def test_a_guest_saves_its_kernel_state_once_per_silence(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_matrix, "DUMP_AFTER", 0.3)
     monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.05)
     dumps = []
     monkeypatch.setattr(kernel_matrix, "_dump_kernel_state", lambda dump, why: dumps.append((dump.name, why)))
     log = tmp_path / "6.1-kprobe.log"
     log.write_text("....")
     with _dump_when_silent(tmp_path, tmp_path / "6.1-dmesg.log"):
-        time.sleep(0.3)
+        time.sleep(0.2)
         assert dumps == []
-        os.utime(log, (time.time() - 120, time.time() - 120))
-        time.sleep(0.3)
-    assert dumps and dumps[0] == ("6.1-dmesg.log", f"no log in {tmp_path} has grown for 60 s")
+        time.sleep(0.6)
+        assert dumps == [("6.1-dmesg.log", f"no log in {tmp_path} has grown for 0.3 s")]
+        log.write_text("........")
+        time.sleep(0.6)
+    assert len(dumps) == 2
+
+
+def test_the_kernel_dump_lists_running_threads_with_their_kernel_stacks():
+    lines = kernel_matrix._running_tasks().splitlines()
+    mine = [ln for ln in lines if ln.startswith(f"--- {os.getpid()}/{threading.get_native_id()} ")]
+    assert len(mine) == 1 and mine[0].endswith(" R")
