@@ -101,7 +101,10 @@ class Tracer:
             self.changes_module["change_events"].open_perf_buffer(
                 self._on_change, page_cnt=256, lost_cb=self._lost("change")
             )
-        signal.signal(signal.SIGTERM, _interrupt)
+        # Also SIGINT: a script's background job inherits it ignored, and Python then raises no
+        # KeyboardInterrupt; the daemon stops on both signals whatever it inherited, so does trace.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, _interrupt)
         print(f"Tracing capability checks ({self.mode} mode) and changes... Hit Ctrl-C to end.",
               file=sys.stderr, flush=True)
         if not self.args.json:
@@ -163,7 +166,7 @@ class Tracer:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM ends a trace the way Ctrl-C does: with the lost-event report."""
+    """SIGINT or SIGTERM ends a trace the way Ctrl-C does: with the lost-event report."""
     raise KeyboardInterrupt
 
 

@@ -13,9 +13,12 @@ from support import ROOT, exporter_command, run_workload, unique_comm
 class Trace:
     """trace as a subprocess; stopped with Ctrl-C (SIGINT) like a person would."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, inherit_sigint_ignored: bool = False):
+        # A script's background job starts with SIGINT ignored.
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherit_sigint_ignored else None
         self.proc = subprocess.Popen(
-            exporter_command("trace", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            exporter_command("trace", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=ignore,
         )
         line = self.proc.stderr.readline()
         assert "Hit Ctrl-C to end" in line, line + self.proc.stderr.read()
@@ -91,6 +94,12 @@ def test_user_stack_names_the_test_programs_own_function(capwork, root_owned_fil
     for chown in chowns:
         assert any("capwork_marked_chown" in frame for frame in chown["user_stack"]), chown["user_stack"]
         assert chown["kernel_stack"], "the kernel allows kernel stacks here"
+
+
+@pytest.mark.any_mode
+def test_sigint_ends_a_trace_that_inherited_it_ignored():
+    _, err = Trace("-c", unique_comm("ti"), inherit_sigint_ignored=True).stop()
+    assert "lost 0 check events and 0 change events" in err
 
 
 @pytest.mark.any_mode
