@@ -50,6 +50,7 @@ TEST_TIMEOUT = 8 * 60
 STALL_TIMEOUT = 12 * 60
 DUMP_AFTER = 5 * 60
 WATCH_INTERVAL = 5
+SYSRQ_TRIGGER = Path("/proc/sysrq-trigger")
 LOG_TAIL = 40
 DUMP_TAIL = 150
 
@@ -187,13 +188,17 @@ def _dump_kernel_state(dump: Path, why: str) -> None:
     # console too, which reaches the host even if this process blocks below.
     try:
         for key in "wl":
-            Path("/proc/sysrq-trigger").write_text(key)
+            SYSRQ_TRIGGER.write_text(key)
         time.sleep(2)
     except OSError as err:
         why += f" (sysrq: {err.strerror})"
     with open(dump, "a") as f:
         f.write(f"=== {time.strftime('%H:%M:%S')} {why}\n")
         f.flush()
+        # A guest short of memory thrashes (re-reading programs over 9p) rather than failing.
+        for name in ("/proc/meminfo", "/proc/pressure/memory", "/proc/pressure/cpu"):
+            with contextlib.suppress(OSError):
+                f.write(f"--- {name}\n{Path(name).read_text()}")
         f.write(_running_tasks())
         f.flush()
         try:

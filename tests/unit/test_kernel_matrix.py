@@ -5,6 +5,7 @@ import os
 import subprocess
 import threading
 import time
+import types
 
 import kernel_matrix
 from kernel_matrix import Cell, Quiet, _dump_when_silent, _finished, _watch, tails, verdicts
@@ -116,3 +117,15 @@ def test_the_kernel_dump_lists_running_threads_with_their_kernel_stacks():
     lines = kernel_matrix._running_tasks().splitlines()
     mine = [ln for ln in lines if ln.startswith(f"--- {os.getpid()}/{threading.get_native_id()} ")]
     assert len(mine) == 1 and mine[0].endswith(" R")
+
+
+def test_the_kernel_dump_holds_memory_pressure_and_running_stacks_after_the_sysrq_keys(tmp_path, monkeypatch):
+    keys = []
+    monkeypatch.setattr(kernel_matrix, "SYSRQ_TRIGGER", types.SimpleNamespace(write_text=keys.append))
+    monkeypatch.setattr(kernel_matrix.time, "sleep", lambda seconds: None)
+    kernel_matrix._dump_kernel_state(tmp_path / "6.1-dmesg.log", "no log has grown for 300 s")
+    dump = (tmp_path / "6.1-dmesg.log").read_text()
+    assert keys == ["w", "l"]
+    assert dump.startswith("=== ") and dump.splitlines()[0].endswith(" no log has grown for 300 s")
+    assert "--- /proc/meminfo\nMemTotal:" in dump and "MemAvailable:" in dump
+    assert f"--- {os.getpid()}/{threading.get_native_id()} " in dump
