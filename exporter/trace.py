@@ -105,12 +105,13 @@ class Tracer:
         # KeyboardInterrupt; the daemon stops on both signals whatever it inherited, so does trace.
         for stop in (signal.SIGINT, signal.SIGTERM):
             signal.signal(stop, _interrupt)
-        print(f"Tracing capability checks ({self.mode} mode) and changes... Hit Ctrl-C to end.",
-              file=sys.stderr, flush=True)
-        if not self.args.json:
-            print(CHECK_HEADER, flush=True)
         deadline = time.monotonic() + self.args.duration if self.args.duration else None
+        # The banner is inside the try: a Ctrl-C that follows it at once may land while it flushes.
         try:
+            print(f"Tracing capability checks ({self.mode} mode) and changes... Hit Ctrl-C to end.",
+                  file=sys.stderr, flush=True)
+            if not self.args.json:
+                print(CHECK_HEADER, flush=True)
             while deadline is None or time.monotonic() < deadline:
                 for module in modules:
                     module.perf_buffer_poll(timeout=50)
