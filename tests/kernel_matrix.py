@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import IO, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fexit", "kprobe", "tracepoint")
@@ -254,13 +255,32 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
            "--rwdir", str(out), "--exec", inner]
     # vng runs virtme-run from PATH: the one beside it in its venv.
     env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
-    with open(out / _boot_log(kernel), "w") as log:
-        try:
-            guest = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
-        except OSError as err:
-            return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
-        stopped = _watch(guest, out)
+    try:
+        stopped = _run_guest(cmd, env, out, out / _boot_log(kernel))
+    except OSError as err:
+        return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
     return _finished(kernel, out, stopped or "the guest wrote no report")
+
+
+def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path) -> Optional[str]:
+    """Run cmd with its output in boot_log, watched by _watch."""
+    with open(boot_log, "wb") as log:
+        # A session of its own, so that a stop reaches QEMU too, not only vng.
+        guest = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 env=env, start_new_session=True)
+        # Through a pipe: QEMU (the console) and virtme (the script's output) each open the
+        # guest's stdout anew; on a file, each from offset 0, they overwrote each other.
+        copier = threading.Thread(target=_copy, args=(guest.stdout, log), daemon=True)
+        copier.start()
+        stopped = _watch(guest, out)
+        copier.join(timeout=30)
+    return stopped
+
+
+def _copy(source: IO[bytes], log: IO[bytes]) -> None:
+    for chunk in iter(lambda: source.read1(65536), b""):
+        log.write(chunk)
+        log.flush()
 
 
 def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
@@ -274,7 +294,8 @@ def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
             why = f"the guest was stopped after {STALL_TIMEOUT} s without output: it hangs"
         else:
             continue
-        guest.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(guest.pid, signal.SIGKILL)
         guest.wait()
         return why
     return None

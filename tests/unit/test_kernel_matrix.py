@@ -7,6 +7,8 @@ import threading
 import time
 import types
 
+import pytest
+
 import kernel_matrix
 from kernel_matrix import Cell, Quiet, _dump_when_silent, _finished, _watch, tails, verdicts
 
@@ -55,9 +57,22 @@ def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(kernel_matrix, "STALL_TIMEOUT", 0.5)
     monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.1)
     (tmp_path / "6.1-fexit.log").write_text("....")
-    guest = subprocess.Popen(["sleep", "60"])
+    # vng's child, like QEMU, must go too.
+    guest = subprocess.Popen(["sh", "-c", "sleep 60 & echo $! > child; wait"], cwd=tmp_path, start_new_session=True)
     assert _watch(guest, tmp_path) == "the guest was stopped after 0.5 s without output: it hangs"
     assert guest.returncode is not None
+    child = int((tmp_path / "child").read_text())
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(child, 0)
+            time.sleep(0.05)
+
+
+def test_the_console_and_the_guests_own_output_both_reach_the_boot_log(tmp_path):
+    # Like QEMU and virtme: one writes to its stdout, the other opens that stdout anew.
+    script = "echo console line 1; echo script line > /proc/self/fd/1; echo console line 2"
+    assert kernel_matrix._run_guest(["sh", "-c", script], dict(os.environ), tmp_path, tmp_path / "boot.log") is None
+    assert (tmp_path / "boot.log").read_text() == "console line 1\nscript line\nconsole line 2\n"
 
 
 def test_a_guest_that_keeps_writing_its_log_is_not_stopped_while_its_console_and_dump_do_not_count(tmp_path):
