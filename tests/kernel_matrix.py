@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Callable, Iterator, Optional
+
+import guest_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fexit", "kprobe", "tracepoint")
@@ -138,6 +141,14 @@ def _boot_log(kernel: str) -> Path:
 
 def _dump(kernel: str) -> Path:
     return Path(f"{_slug(kernel)}-dmesg.log")
+
+
+def _kallsyms(kernel: str) -> Path:
+    return Path(f"{_slug(kernel)}-kallsyms")
+
+
+def _cpus_log(kernel: str) -> Path:
+    return Path(f"{_slug(kernel)}-cpus.log")
 
 
 class Quiet:
@@ -250,19 +261,31 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
         return [Cell(kernel, m, "fail", f"{image} is not installed") for m in MODES]
     (out / _report(kernel)).unlink(missing_ok=True)
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --out {out}"
-    # -v: the kernel's console into the boot log.
+    monitor = Path(tempfile.mkdtemp(prefix="kernel-matrix-")) / "monitor"
+    # -v: the kernel's console into the boot log; a soft lockup shows every CPU's stack there.
     cmd = [vng, "-v", "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", "2",
+           "--append", "softlockup_all_cpu_backtrace=1", *guest_cpus.qemu_args(monitor),
            "--rwdir", str(out), "--exec", inner]
     # vng runs virtme-run from PATH: the one beside it in its venv.
     env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
+
+    def where_the_cpus_are() -> None:
+        try:
+            (out / _cpus_log(kernel)).write_text(guest_cpus.report(monitor, out / _kallsyms(kernel)))
+        except OSError as err:
+            (out / _cpus_log(kernel)).write_text(f"cannot read QEMU's monitor: {err}\n")
+
     try:
-        stopped = _run_guest(cmd, env, out, out / _boot_log(kernel))
+        stopped = _run_guest(cmd, env, out, out / _boot_log(kernel), before_stop=where_the_cpus_are)
     except OSError as err:
         return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
+    finally:
+        shutil.rmtree(monitor.parent, ignore_errors=True)
     return _finished(kernel, out, stopped or "the guest wrote no report")
 
 
-def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path) -> Optional[str]:
+def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path,
+               before_stop: Callable[[], None] = lambda: None) -> Optional[str]:
     """Run cmd with its output in boot_log, watched by _watch."""
     with open(boot_log, "wb") as log:
         # A session of its own, so that a stop reaches QEMU too, not only vng.
@@ -272,7 +295,7 @@ def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path) -
         # guest's stdout anew; on a file, each from offset 0, they overwrote each other.
         copier = threading.Thread(target=_copy, args=(guest.stdout, log), daemon=True)
         copier.start()
-        stopped = _watch(guest, out)
+        stopped = _watch(guest, out, before_stop)
         copier.join(timeout=30)
     return stopped
 
@@ -283,7 +306,7 @@ def _copy(source: IO[bytes], log: IO[bytes]) -> None:
         log.flush()
 
 
-def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
+def _watch(guest: subprocess.Popen, out: Path, before_stop: Callable[[], None] = lambda: None) -> Optional[str]:
     """Wait for the guest; stop it and say why if it runs too long or its logs stop growing."""
     start, quiet = time.monotonic(), Quiet(out)
     while guest.poll() is None:
@@ -294,6 +317,7 @@ def _watch(guest: subprocess.Popen, out: Path) -> Optional[str]:
             why = f"the guest was stopped after {STALL_TIMEOUT} s without output: it hangs"
         else:
             continue
+        before_stop()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(guest.pid, signal.SIGKILL)
         guest.wait()
@@ -317,7 +341,7 @@ def tails(cells: list[Cell], out: Path) -> list[str]:
     """The last lines of each failing cell's log, and of a failing guest's console and kernel dump."""
     logs = {c.log: (f"{c.kernel} / {c.mode}", LOG_TAIL) for c in cells if c.result == "fail" and c.log}
     for kernel in dict.fromkeys(c.kernel for c in cells if c.result == "fail"):
-        for extra in (_boot_log(kernel), _dump(kernel)):
+        for extra in (_boot_log(kernel), _dump(kernel), _cpus_log(kernel)):
             logs.setdefault(extra.name, (kernel, DUMP_TAIL))
     shown = []
     for name, (what, count) in logs.items():
@@ -375,6 +399,8 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.guest:
+        # In the background: reading kallsyms takes seconds under emulation.
+        threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _kallsyms(args.guest),), daemon=True).start()
         run_modes(args.guest, out, guest=True, report=out / _report(args.guest))
         return 0
     host_label = f"host {platform.release()}"
