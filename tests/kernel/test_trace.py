@@ -1,5 +1,7 @@
 """capability-exporter trace on the real kernel: checks and changes of a workload the test drives."""
 
+from __future__ import annotations
+
 import json
 import shutil
 import signal
@@ -13,6 +15,8 @@ from support import ROOT, exporter_command, run_workload, unique_comm
 class Trace:
     """trace as a subprocess; stopped with Ctrl-C (SIGINT) like a person would."""
 
+    started: list[Trace] = []  # killed after each test if still running
+
     def __init__(self, *args: str, inherit_sigint_ignored: bool = False):
         # A script's background job starts with SIGINT ignored.
         ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherit_sigint_ignored else None
@@ -20,15 +24,30 @@ class Trace:
             exporter_command("trace", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=ignore,
         )
+        Trace.started.append(self)
         line = self.proc.stderr.readline()
         assert "Hit Ctrl-C to end" in line, line + self.proc.stderr.read()
 
     def stop(self) -> tuple[str, str]:
         self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=180)
+        try:
+            out, err = self.proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"trace did not stop on SIGINT: {self.proc.communicate()[1]}")
         assert self.proc.returncode == 0, err
         assert "Traceback" not in err
         return out, err
+
+
+@pytest.fixture(autouse=True)
+def no_trace_outlives_its_test():
+    yield
+    while Trace.started:
+        proc = Trace.started.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_text_output_shows_the_denied_check_and_the_capset_change(root_owned_file):
