@@ -271,9 +271,10 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
 
     def where_the_cpus_are() -> None:
         try:
-            (out / _cpus_log(kernel)).write_text(guest_cpus.report(monitor, out / _kallsyms(kernel)))
+            guest = guest_cpus.report(monitor, out / _kallsyms(kernel))
         except OSError as err:
-            (out / _cpus_log(kernel)).write_text(f"cannot read QEMU's monitor: {err}\n")
+            guest = f"cannot read QEMU's monitor: {err}\n"
+        (out / _cpus_log(kernel)).write_text(guest + _host_load())
 
     try:
         stopped = _run_guest(cmd, env, out, out / _boot_log(kernel), before_stop=where_the_cpus_are)
@@ -298,6 +299,14 @@ def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path,
         stopped = _watch(guest, out, before_stop)
         copier.join(timeout=30)
     return stopped
+
+
+def _host_load() -> str:
+    """What else this machine runs: a guest starved of host CPUs looks hung from outside."""
+    top = subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True, text=True,
+                         timeout=60).stdout.splitlines()[:12]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"host: {os.cpu_count()} CPUs, load average {load}\n" + "\n".join(line[:200] for line in top) + "\n"
 
 
 def _copy(source: IO[bytes], log: IO[bytes]) -> None:
