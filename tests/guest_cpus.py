@@ -23,7 +23,8 @@ PROMPT = b"(qemu) "
 
 def qemu_args(monitor: Path) -> list[str]:
     """vng options that give QEMU a monitor on the unix socket monitor."""
-    return ["--qemu-opts", f"-monitor unix:{monitor},server=on,wait=off"]
+    # One argument with "=": vng would take a separate "-monitor ..." for an option of its own.
+    return [f"--qemu-opts=-monitor unix:{monitor},server=on,wait=off"]
 
 
 def save_kallsyms(dest: Path) -> None:
