@@ -57,6 +57,8 @@ def main(argv: list[str]) -> int:
         loaded = tracer.attach()
     except (probes.LoadError, OSError) as err:
         fail(str(err), EXIT_FAILURE)
+    except KeyboardInterrupt:
+        fail("interrupted before tracing started", 128 + signal.SIGINT)
     return tracer.run(loaded)
 
 
@@ -101,22 +103,15 @@ class Tracer:
             self.changes_module["change_events"].open_perf_buffer(
                 self._on_change, page_cnt=256, lost_cb=self._lost("change")
             )
-        # Also SIGINT: a script's background job inherits it ignored, and Python then raises no
-        # KeyboardInterrupt; the daemon stops on both signals whatever it inherited, so does trace.
-        for stop in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(stop, _interrupt)
+        stop = StopSignals()
         deadline = time.monotonic() + self.args.duration if self.args.duration else None
-        # The banner is inside the try: a Ctrl-C that follows it at once may land while it flushes.
-        try:
-            print(f"Tracing capability checks ({self.mode} mode) and changes... Hit Ctrl-C to end.",
-                  file=sys.stderr, flush=True)
-            if not self.args.json:
-                print(CHECK_HEADER, flush=True)
-            while deadline is None or time.monotonic() < deadline:
-                for module in modules:
-                    module.perf_buffer_poll(timeout=50)
-        except KeyboardInterrupt:
-            pass
+        print(f"Tracing capability checks ({self.mode} mode) and changes... Hit Ctrl-C to end.",
+              file=sys.stderr, flush=True)
+        if not self.args.json:
+            print(CHECK_HEADER, flush=True)
+        while not stop.check() and (deadline is None or time.monotonic() < deadline):
+            for module in modules:
+                module.perf_buffer_poll(timeout=50)
         # Events already in the buffers when the trace is stopped are still shown.
         for module in modules:
             module.perf_buffer_poll(timeout=0)
@@ -166,9 +161,25 @@ class Tracer:
                 for addr in frames]
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGINT or SIGTERM ends a trace the way Ctrl-C does: with the lost-event report."""
-    raise KeyboardInterrupt
+class StopSignals:
+    """Whether SIGINT (Ctrl-C) or SIGTERM has come, for the poll loop to end the trace.
+
+    The signals are blocked and taken from the kernel's pending set, not handled in Python:
+    a Python handler runs wherever the interpreter is, often inside a perf-buffer callback,
+    where the KeyboardInterrupt it raised was swallowed by ctypes and the trace went on. A
+    blocked signal stays pending even if this process inherited it ignored (a script's
+    background job starts with SIGINT ignored).
+    """
+
+    SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+    def __init__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        self.received = False
+
+    def check(self) -> bool:
+        self.received = self.received or signal.sigtimedwait(self.SIGNALS, 0) is not None
+        return self.received
 
 
 def check_record(event: CheckEvent, comm: str, mode: str, wall: float,

@@ -6,6 +6,8 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -119,6 +121,29 @@ def test_user_stack_names_the_test_programs_own_function(capwork, root_owned_fil
 def test_sigint_ends_a_trace_that_inherited_it_ignored():
     _, err = Trace("-c", unique_comm("ti"), inherit_sigint_ignored=True).stop()
     assert "lost 0 check events and 0 change events" in err
+
+
+@pytest.mark.kernel_independent
+def test_sigint_ends_a_trace_while_its_events_stream():
+    # The signal often lands while a perf-buffer callback runs; the trace must end all the same.
+    comm = unique_comm("ts")
+    for _ in range(5):
+        trace = Trace("--json", "--no-changes", "-c", comm)
+        streaming = threading.Event()
+        stream = threading.Thread(target=_stream_setuid, args=(comm, streaming))
+        stream.start()
+        time.sleep(1)
+        try:
+            _, err = trace.stop()
+        finally:
+            streaming.set()
+            stream.join()
+        assert "lost 0 check events" in err
+
+
+def _stream_setuid(comm: str, done: threading.Event) -> None:
+    while not done.is_set():
+        run_workload(f"{comm}=setuid:50")
 
 
 @pytest.mark.any_mode
