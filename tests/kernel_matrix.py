@@ -270,10 +270,11 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
     env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
 
     def where_the_cpus_are() -> None:
+        # Any error: this report explains a failure and must not replace it with its own.
         try:
             guest = guest_cpus.report(monitor, out / _kallsyms(kernel))
-        except OSError as err:
-            guest = f"cannot read QEMU's monitor: {err}\n"
+        except Exception as err:  # noqa: BLE001
+            guest = f"cannot read QEMU's monitor: {err!r}\n"
         (out / _cpus_log(kernel)).write_text(guest + _host_load())
 
     try:
@@ -303,8 +304,11 @@ def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path,
 
 def _host_load() -> str:
     """What else this machine runs: a guest starved of host CPUs looks hung from outside."""
-    top = subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True, text=True,
-                         timeout=60).stdout.splitlines()[:12]
+    try:
+        top = subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True, text=True,
+                             timeout=60).stdout.splitlines()[:12]
+    except (OSError, subprocess.SubprocessError) as err:
+        top = [f"ps: {err}"]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"host: {os.cpu_count()} CPUs, load average {load}\n" + "\n".join(line[:200] for line in top) + "\n"
 
@@ -326,10 +330,12 @@ def _watch(guest: subprocess.Popen, out: Path, before_stop: Callable[[], None] =
             why = f"the guest was stopped after {STALL_TIMEOUT} s without output: it hangs"
         else:
             continue
-        before_stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(guest.pid, signal.SIGKILL)
-        guest.wait()
+        try:
+            before_stop()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(guest.pid, signal.SIGKILL)
+            guest.wait()
         return why
     return None
 

@@ -144,3 +144,16 @@ def test_the_kernel_dump_holds_memory_pressure_and_running_stacks_after_the_sysr
     assert dump.startswith("=== ") and dump.splitlines()[0].endswith(" no log has grown for 300 s")
     assert "--- /proc/meminfo\nMemTotal:" in dump and "MemAvailable:" in dump
     assert f"--- {os.getpid()}/{threading.get_native_id()} " in dump
+
+
+def test_a_stalled_guest_is_stopped_even_if_its_report_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_matrix, "STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.1)
+    guest = subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+    def broken_report():
+        raise RuntimeError("the report broke")
+
+    with pytest.raises(RuntimeError):
+        _watch(guest, tmp_path, broken_report)
+    assert guest.returncode is not None
