@@ -69,11 +69,11 @@ class Cell:
     log: str = ""  # the file in the output directory that tells why, if it fails
 
 
-def run_modes(kernel: str, out: Path, guest: bool, report: Optional[Path] = None) -> list[Cell]:
+def run_modes(kernel: str, out: Path, guest: bool) -> list[Cell]:
     """On the running kernel: each mode's config check, then the suite where the mode attaches.
 
-    report: where a guest writes the cells so far after each mode, so that a guest stopped
-    by its timeout still tells which modes finished.
+    A guest writes the cells so far to its report after each mode, so that a guest stopped
+    midway still tells which modes finished.
     """
     cells: list[Cell] = []
     for mode in MODES:
@@ -91,8 +91,8 @@ def run_modes(kernel: str, out: Path, guest: bool, report: Optional[Path] = None
             result, detail = _run_suite(kernel, mode, out, guest, first)
             cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start, _log(kernel, mode).name))
         _progress(f"{kernel} / {mode}: {cells[-1].result} after {cells[-1].seconds:.0f} s")
-        if report:
-            report.write_text(json.dumps([asdict(c) for c in cells]))
+        if guest:
+            (out / _report(kernel)).write_text(json.dumps([asdict(c) for c in cells]))
     return cells
 
 
@@ -172,7 +172,7 @@ class Quiet:
 
     def _snapshot(self) -> list[tuple[str, int, int]]:
         files = [f for f in self.out.iterdir() if f.suffix == ".json" or f.name.endswith(tuple(f"-{m}.log" for m in MODES))]
-        return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        return sorted((f.name, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
 
 
 @contextlib.contextmanager
@@ -228,10 +228,11 @@ def _running_tasks() -> str:
     lines = []
     for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
         try:
-            stat = (task / "stat").read_text()
-            state = stat.rsplit(")", 1)[1].split()[0]
+            # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
+            name, _, rest = (task / "stat").read_text().rpartition(")")
+            state = rest.split()[0]
             if state in ("R", "D"):
-                lines.append(f"--- {task.parent.parent.name}/{task.name} {stat[:stat.rfind(')') + 1]} {state}")
+                lines.append(f"--- {task.parent.parent.name}/{task.name} {name}) {state}")
                 lines.append((task / "stack").read_text())
         except (OSError, IndexError):
             continue
@@ -416,7 +417,7 @@ def main() -> int:
     if args.guest:
         # In the background: reading kallsyms takes seconds under emulation.
         threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _kallsyms(args.guest),), daemon=True).start()
-        run_modes(args.guest, out, guest=True, report=out / _report(args.guest))
+        run_modes(args.guest, out, guest=True)
         return 0
     host_label = f"host {platform.release()}"
     cells = run_modes(host_label, out, guest=False)

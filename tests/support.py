@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "workload.py"
 NOBODY = 65534
-# Timeouts here bound a hang, not a speed: under emulation on a slow machine one exporter
-# start has taken a minute (CI's 6.1 guest ran about 3x slower than a development machine).
+# Bounds a hang, not a speed: under emulation on a slow machine one exporter start has
+# taken a minute. For whatever starts an exporter or a workload and waits for it.
+HANG_TIMEOUT = 300
 
 
 def unique_comm(prefix: str = "cx") -> str:
@@ -49,7 +50,7 @@ def exporter_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "exporter", *args]
 
 
-def run_exporter(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_exporter(*args: str, timeout: float = HANG_TIMEOUT) -> subprocess.CompletedProcess:
     """Run the exporter to completion (e.g. --config.check) and capture its output."""
     return subprocess.run(exporter_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
@@ -76,7 +77,7 @@ class Exporter:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_ready(self, timeout: float = 300) -> "Exporter":
+    def wait_ready(self, timeout: float = HANG_TIMEOUT) -> "Exporter":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -113,15 +114,20 @@ class Exporter:
         return {lbls: v for (n, lbls), v in self.scrape().items() if n == name and wanted <= lbls}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            _, self.stderr = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, self.stderr = self.proc.communicate()
-            raise AssertionError("exporter did not stop on signal")
+        _, self.stderr = stop_process(self.proc, sig, timeout, "exporter")
         return self.proc.returncode
+
+
+def stop_process(proc: subprocess.Popen, sig: int, timeout: float, what: str) -> tuple[str, str]:
+    """Signal proc and collect its output; kill it and fail if it does not end within timeout."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"{what} did not stop on {signal.Signals(sig).name}: {err}")
 
 
 def write_config(directory: Path, data: dict, name: str = "config.yaml") -> Path:
@@ -147,7 +153,7 @@ def workload_command(
 
 def run_workload(*steps: str, **options) -> list[dict]:
     """Run tests/workload.py; one dict per step (result, Cap* lines before and after)."""
-    done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -163,7 +169,7 @@ class WaitingWorkload:
         self.pid = self.proc.pid
 
     def go(self) -> str:
-        out, _ = self.proc.communicate("go\n", timeout=300)
+        out, _ = self.proc.communicate("go\n", timeout=HANG_TIMEOUT)
         assert self.proc.returncode == 0
         return out
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from exporter import profile
-from support import NOBODY, ROOT, WORKLOAD, exporter_command, run_workload, unique_comm
+from support import HANG_TIMEOUT, NOBODY, ROOT, WORKLOAD, exporter_command, run_workload, unique_comm
 
 SETPRIV_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 CHOWN_TO = "65533"  # neither root nor nobody: chown always needs CAP_CHOWN
@@ -22,7 +22,7 @@ def run_command(tmp_path, command, *options, fmt="json", **popen):
     """run ... -- command; (exit code, the report's text, run's stderr)."""
     report = tmp_path / f"report.{fmt}"
     done = subprocess.run([*exporter_command("run", "--format", fmt, "-o", str(report), *options), "--", *command],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, **popen)
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT, **popen)
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, report.read_text() if report.exists() else "", done.stderr
 
@@ -79,7 +79,7 @@ def test_a_forked_childs_setuid_is_attributed_and_a_stranger_with_its_comm_is_no
     # The tree is being followed now: the same comm outside it must not count.
     stranger = run_workload(f"{comm}=setuid:5")
     assert stranger[0]["result"] == 5
-    out, err = run.communicate("go\n", timeout=300)
+    out, err = run.communicate("go\n", timeout=HANG_TIMEOUT)
     assert run.returncode == 0, err
     assert json.loads(out.splitlines()[0])["result"] == 3
     doc = json.loads(report.read_text())
@@ -177,6 +177,6 @@ def test_docker_flags(chown_report_formats):
 @FORMATS
 def test_report_goes_to_stderr_by_default(root_owned_file):
     done = subprocess.run([*exporter_command("run"), "--", "chown", CHOWN_TO, str(root_owned_file)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0 and done.stdout == ""
     assert "Recommendation:" in done.stderr

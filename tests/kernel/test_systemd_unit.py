@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from exporter import kernel, proc_status, profile
-from support import NOBODY, ROOT, Exporter, exporter_command, run_workload, unique_comm
+from support import HANG_TIMEOUT, NOBODY, ROOT, Exporter, exporter_command, run_workload, unique_comm
 
 UNIT = ROOT / "deploy" / "systemd" / "capability-exporter.service"
 
@@ -102,7 +102,7 @@ def minimal_caps_here() -> list[str]:
 
 def check_as_service_user(caps: list[str]) -> subprocess.CompletedProcess:
     done = subprocess.run([*as_service_user(caps), *exporter_command("--config.check")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert "Traceback" not in done.stderr
     return done
 

@@ -11,13 +11,11 @@ import time
 
 import pytest
 
-from support import ROOT, exporter_command, run_workload, unique_comm
+from support import ROOT, exporter_command, run_workload, stop_process, unique_comm
 
 
 class Trace:
     """trace as a subprocess; stopped with Ctrl-C (SIGINT) like a person would."""
-
-    started: list[Trace] = []  # killed after each test if still running
 
     def __init__(self, *args: str, inherit_sigint_ignored: bool = False):
         # A script's background job starts with SIGINT ignored.
@@ -26,35 +24,38 @@ class Trace:
             exporter_command("trace", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=ignore,
         )
-        Trace.started.append(self)
+
+    def wait_ready(self) -> Trace:
         line = self.proc.stderr.readline()
         assert "Hit Ctrl-C to end" in line, line + self.proc.stderr.read()
+        return self
 
     def stop(self) -> tuple[str, str]:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            out, err = self.proc.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"trace did not stop on SIGINT: {self.proc.communicate()[1]}")
+        out, err = stop_process(self.proc, signal.SIGINT, 180, "trace")
         assert self.proc.returncode == 0, err
         assert "Traceback" not in err
         return out, err
 
 
-@pytest.fixture(autouse=True)
-def no_trace_outlives_its_test():
-    yield
-    while Trace.started:
-        proc = Trace.started.pop().proc
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+@pytest.fixture
+def start_trace():
+    """start_trace(*args) -> a tracing Trace; killed after the test if it is still running."""
+    started = []
+
+    def start(*args: str, **options) -> Trace:
+        started.append(Trace(*args, **options))
+        return started[-1].wait_ready()
+
+    yield start
+    for trace in started:
+        if trace.proc.poll() is None:
+            trace.proc.kill()
+            trace.proc.communicate()
 
 
-def test_text_output_shows_the_denied_check_and_the_capset_change(root_owned_file):
+def test_text_output_shows_the_denied_check_and_the_capset_change(start_trace, root_owned_file):
     comm = unique_comm("tr")
-    trace = Trace("-c", comm)
+    trace = start_trace("-c", comm)
     dropped, chowned = run_workload(f"{comm}=drop-effective:CAP_CHOWN,CAP_NET_RAW", f"{comm}=chown:1:{root_owned_file}")
     out, err = trace.stop()
     pid = dropped["pid"]
@@ -67,9 +68,9 @@ def test_text_output_shows_the_denied_check_and_the_capset_change(root_owned_fil
     assert "lost 0 check events and 0 change events" in err
 
 
-def test_json_output_parses_and_change_sets_match_proc_status(root_owned_file):
+def test_json_output_parses_and_change_sets_match_proc_status(start_trace, root_owned_file):
     comm = unique_comm("tj")
-    trace = Trace("--json", "-c", comm)
+    trace = start_trace("--json", "-c", comm)
     # The prctl calls change nothing, so the capset is the only change event. The chown is a
     # check every mode sees (capset's own CAP_SETPCAP check is inlined on some kernels).
     step, _, _ = run_workload(f"{comm}=drop-effective:CAP_NET_RAW,CAP_CHOWN", f"{comm}=get-name:20",
@@ -88,9 +89,9 @@ def test_json_output_parses_and_change_sets_match_proc_status(root_owned_file):
     assert [(r["name"], r["verdict"]) for r in checks if r["name"] == "CAP_CHOWN"] == [("CAP_CHOWN", "deny")] * 2
 
 
-def test_denied_only_shows_no_granted_checks(root_owned_file):
+def test_denied_only_shows_no_granted_checks(start_trace, root_owned_file):
     comm = unique_comm("td")
-    trace = Trace("--json", "--denied-only", "--no-changes", "-c", comm)
+    trace = start_trace("--json", "--denied-only", "--no-changes", "-c", comm)
     run_workload(f"{comm}=setuid:5", f"{comm}=drop-effective:CAP_CHOWN", f"{comm}=chown:3:{root_owned_file}")
     out, _ = trace.stop()
     records = [json.loads(line) for line in out.splitlines()]
@@ -105,9 +106,9 @@ def capwork(tmp_path):
     return binary
 
 
-def test_user_stack_names_the_test_programs_own_function(capwork, root_owned_file):
+def test_user_stack_names_the_test_programs_own_function(start_trace, capwork, root_owned_file):
     comm = capwork.name
-    trace = Trace("--json", "-U", "-K", "--no-changes", "-c", comm)
+    trace = start_trace("--json", "-U", "-K", "--no-changes", "-c", comm)
     subprocess.run([str(capwork), str(root_owned_file)], check=True, timeout=30)
     out, _ = trace.stop()
     chowns = [json.loads(ln) for ln in out.splitlines() if '"CAP_CHOWN"' in ln]
@@ -118,17 +119,17 @@ def test_user_stack_names_the_test_programs_own_function(capwork, root_owned_fil
 
 
 @pytest.mark.any_mode
-def test_sigint_ends_a_trace_that_inherited_it_ignored():
-    _, err = Trace("-c", unique_comm("ti"), inherit_sigint_ignored=True).stop()
+def test_sigint_ends_a_trace_that_inherited_it_ignored(start_trace):
+    _, err = start_trace("-c", unique_comm("ti"), inherit_sigint_ignored=True).stop()
     assert "lost 0 check events and 0 change events" in err
 
 
 @pytest.mark.kernel_independent
-def test_sigint_ends_a_trace_while_its_events_stream():
+def test_sigint_ends_a_trace_while_its_events_stream(start_trace):
     # The signal often lands while a perf-buffer callback runs; the trace must end all the same.
     comm = unique_comm("ts")
     for _ in range(5):
-        trace = Trace("--json", "--no-changes", "-c", comm)
+        trace = start_trace("--json", "--no-changes", "-c", comm)
         streaming = threading.Event()
         stream = threading.Thread(target=_stream_setuid, args=(comm, streaming))
         stream.start()
