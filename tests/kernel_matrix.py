@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
+import code_patching
 import guest_cpus
+from exporter.kernel import ensure_tracefs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fexit", "kprobe", "tracepoint")
@@ -55,6 +57,9 @@ STALL_TIMEOUT = 12 * 60
 DUMP_AFTER = 5 * 60
 WATCH_INTERVAL = 5
 SYSRQ_TRIGGER = Path("/proc/sysrq-trigger")
+# One virtual CPU: with more, QEMU's multi-threaded TCG froze guests while their kernel
+# patched its own text (see tests/code_patching.py, which each guest runs first).
+GUEST_CPUS = 1
 LOG_TAIL = 40
 DUMP_TAIL = 150
 
@@ -102,7 +107,8 @@ def _progress(message: str) -> None:
 
 def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> tuple[str, str]:
     # Guests see this checkout read-only and are not the machine the host_kernel tests describe.
-    # Under emulation every exporter start compiles for seconds: use both virtual CPUs.
+    # Under emulation every exporter start compiles for seconds; a second worker runs
+    # while the first waits (on 9p, a scrape, a workload's sleep).
     excluded = ["host_kernel", "kernel_independent"] if guest else []
     if not first:
         excluded.append("any_mode")
@@ -264,7 +270,7 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --out {out}"
     monitor = Path(tempfile.mkdtemp(prefix="kernel-matrix-")) / "monitor"
     # -v: the kernel's console into the boot log; a soft lockup shows every CPU's stack there.
-    cmd = [vng, "-v", "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", "2",
+    cmd = [vng, "-v", "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", str(GUEST_CPUS),
            "--append", "softlockup_all_cpu_backtrace=1", *guest_cpus.qemu_args(monitor),
            "--rwdir", str(out), "--exec", inner]
     # vng runs virtme-run from PATH: the one beside it in its venv.
@@ -417,6 +423,7 @@ def main() -> int:
     if args.guest:
         # In the background: reading kallsyms takes seconds under emulation.
         threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _kallsyms(args.guest),), daemon=True).start()
+        _progress(code_patching.check(ensure_tracefs()))
         run_modes(args.guest, out, guest=True)
         return 0
     host_label = f"host {platform.release()}"
