@@ -15,11 +15,6 @@
  */
 #include "capability.h"
 
-/* Kernel headers would bring this; the shim deliberately brings almost nothing. */
-#ifndef __always_inline
-#define __always_inline inline __attribute__((always_inline))
-#endif
-
 struct cred;
 struct user_namespace;
 struct mm_struct;
@@ -27,7 +22,10 @@ struct mm_struct;
 #define CAP_SYS_ADMIN 21
 
 #ifdef FOLLOW_TREE
-/* bpf/tree.c's map of the threads `capability-exporter run` follows. */
+/* bpf/tree.c's map of the threads `capability-exporter run` follows. in_tree() is
+ * repeated in cap_changes.c (as is trace_is_stopped()): BCC rewrites map calls
+ * like tree.lookup() in a program's own file only; from a bpf/*.h header one
+ * compiled to an indirect call that the verifier refused ("unknown opcode 8d"). */
 BPF_TABLE("extern", __u32, __u8, tree, FOLLOW_TREE);
 
 static __always_inline bool in_tree(void)
@@ -140,6 +138,18 @@ static __always_inline bool is_wanted(void)
 }
 
 #ifdef EMIT_EVENTS
+/* Set by trace when it is told to stop: BCC's perf reader returns only once a
+ * buffer is empty, which under a flood of events it never is. */
+BPF_ARRAY(trace_stopped, __u32, 1);
+
+static __always_inline bool trace_is_stopped(void)
+{
+	int zero = 0;
+	__u32 *stopped = trace_stopped.lookup(&zero);
+
+	return stopped && *stopped;
+}
+
 BPF_PERF_OUTPUT(check_events);
 #if defined(USER_STACKS) || defined(KERNEL_STACKS)
 /* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
@@ -151,6 +161,8 @@ static __always_inline void emit_check(void *ctx, int cap, int ret, __u32 opts, 
 	struct check_event event = {};
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
+	if (trace_is_stopped())
+		return;
 	event.ts = bpf_ktime_get_ns();
 	event.pid = pid_tgid;
 	event.tgid = pid_tgid >> 32;

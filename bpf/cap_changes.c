@@ -13,12 +13,9 @@
  */
 #include "capability.h"
 
-#ifndef __always_inline
-#define __always_inline inline __attribute__((always_inline))
-#endif
-
 #ifdef FOLLOW_TREE
-/* bpf/tree.c's map of the threads `capability-exporter run` follows. */
+/* bpf/tree.c's map of the threads `capability-exporter run` follows (in_tree() is
+ * repeated in cap_capable.c, which says why). */
 BPF_TABLE("extern", __u32, __u8, tree, FOLLOW_TREE);
 
 static __always_inline bool in_tree(void)
@@ -118,6 +115,17 @@ static __always_inline void save_creds(__u64 arg0, __u64 arg1, __u64 arg2, const
 }
 
 #ifdef EMIT_EVENTS
+/* As in cap_capable.c. */
+BPF_ARRAY(trace_stopped, __u32, 1);
+
+static __always_inline bool trace_is_stopped(void)
+{
+	int zero = 0;
+	__u32 *stopped = trace_stopped.lookup(&zero);
+
+	return stopped && *stopped;
+}
+
 BPF_PERF_OUTPUT(change_events);
 #ifdef USER_STACKS
 /* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
@@ -146,7 +154,7 @@ static __always_inline void emit_change(void *ctx, __u32 syscall, long ret, stru
 	void *parent = (void *)read_u64(task, TASK_REAL_PARENT);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	if (!event || !creds_differ(&snap->creds, after))
+	if (!event || trace_is_stopped() || !creds_differ(&snap->creds, after))
 		return;
 	event->ts = bpf_ktime_get_ns();
 	event->pid = pid_tgid;

@@ -1,8 +1,13 @@
-/* Layouts shared by the BPF programs and exporter/layouts.py: change both together. */
+/* Shared by the BPF programs: the layouts exporter/layouts.py mirrors (change both together). */
 #ifndef CAPEXP_CAPABILITY_H
 #define CAPEXP_CAPABILITY_H
 
 #define COMM_LEN 16
+
+/* Kernel headers would bring this; the shim deliberately brings almost nothing. */
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
 
 /* errno values are user ABI; without kernel headers nothing else defines them. */
 #ifndef EEXIST

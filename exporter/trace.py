@@ -103,21 +103,32 @@ class Tracer:
             self.changes_module["change_events"].open_perf_buffer(
                 self._on_change, page_cnt=256, lost_cb=self._lost("change")
             )
-        stop = StopSignals()
-        deadline = time.monotonic() + self.args.duration if self.args.duration else None
+        self.modules, self.stop, self.events_ended = modules, StopSignals(), False
+        self.deadline = time.monotonic() + self.args.duration if self.args.duration else None
         print(f"Tracing capability checks ({self.mode} mode) and changes... Hit Ctrl-C to end.",
               file=sys.stderr, flush=True)
         if not self.args.json:
             print(CHECK_HEADER, flush=True)
-        while not stop.check() and (deadline is None or time.monotonic() < deadline):
+        while not self._ending():
             for module in modules:
                 module.perf_buffer_poll(timeout=50)
+        self._end_events()
         # Events already in the buffers when the trace is stopped are still shown.
         for module in modules:
             module.perf_buffer_poll(timeout=0)
         print(f"lost {self.lost['check']} check events and {self.lost['change']} change events",
               file=sys.stderr, flush=True)
         return 0
+
+    def _ending(self) -> bool:
+        return self.stop.check() or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def _end_events(self) -> None:
+        """Stop the BPF programs sending events (bpf/events.h), so that BCC's reader can empty its buffers."""
+        if not self.events_ended:
+            self.events_ended = True
+            for module in self.modules:
+                module["trace_stopped"][ctypes.c_int(0)] = ctypes.c_uint32(1)
 
     def _lost(self, kind: str):
         def count(n: int) -> None:
@@ -129,6 +140,9 @@ class Tracer:
         return self.args.comm is None or comm == self.args.comm
 
     def _on_check(self, cpu: int, data: Any, size: int) -> None:
+        # BCC returns to the poll loop only once the buffer is empty: a flood must end here.
+        if self._ending():
+            self._end_events()
         event = ctypes.cast(data, ctypes.POINTER(CheckEvent)).contents
         comm = decode_comm(event.comm)
         if not self._wanted(comm):
@@ -139,6 +153,9 @@ class Tracer:
         print(json.dumps(record) if self.args.json else format_check(record), flush=True)
 
     def _on_change(self, cpu: int, data: Any, size: int) -> None:
+        # BCC returns to the poll loop only once the buffer is empty: a flood must end here.
+        if self._ending():
+            self._end_events()
         event = ctypes.cast(data, ctypes.POINTER(ChangeEvent)).contents
         comm = decode_comm(event.comm)
         if not self._wanted(comm):

@@ -11,17 +11,17 @@ import time
 
 import pytest
 
-from support import ROOT, exporter_command, run_workload, stop_process, unique_comm
+from support import ROOT, exporter_command, run_workload, stop_process, unique_comm, workload_command
 
 
 class Trace:
     """trace as a subprocess; stopped with Ctrl-C (SIGINT) like a person would."""
 
-    def __init__(self, *args: str, inherit_sigint_ignored: bool = False):
+    def __init__(self, *args: str, inherit_sigint_ignored: bool = False, stdout=subprocess.PIPE):
         # A script's background job starts with SIGINT ignored.
         ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherit_sigint_ignored else None
         self.proc = subprocess.Popen(
-            exporter_command("trace", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            exporter_command("trace", *args), cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True,
             preexec_fn=ignore,
         )
 
@@ -145,6 +145,52 @@ def test_sigint_ends_a_trace_while_its_events_stream(start_trace):
 def _stream_setuid(comm: str, done: threading.Event) -> None:
     while not done.is_set():
         run_workload(f"{comm}=setuid:50")
+
+
+# A setuid(0) loop that outlasts any test: it checks CAP_SETUID faster than trace prints.
+FLOOD = "setuid:1000000000"
+FLOODED_TRACE_BOUND = 60
+
+
+# BCC's reader gives control back only when a buffer is empty, which a flood never lets it
+# be: writing to a file (no pipe to wait on), trace did not stop in 30 s in 3 of 3 tries by
+# hand until it told the BPF side to stop sending.
+@pytest.mark.kernel_independent
+def test_sigint_ends_a_trace_flooded_with_checks(start_trace, tmp_path):
+    comm = unique_comm("tf")
+    output = tmp_path / "trace.json"
+    with open(output, "w") as out:
+        trace = start_trace("--json", "--no-changes", "-c", comm, stdout=out)
+        flood = subprocess.Popen(workload_command(f"{comm}={FLOOD}"), stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(1)
+            _, err = trace.stop()
+        finally:
+            flood.kill()
+            flood.wait()
+    assert _lines_of(comm, output) > 100, err
+
+
+@pytest.mark.kernel_independent
+def test_a_trace_flooded_with_checks_ends_after_its_duration(tmp_path):
+    comm = unique_comm("td")
+    output = tmp_path / "trace.json"
+    flood = subprocess.Popen(workload_command(f"{comm}={FLOOD}"), stdout=subprocess.DEVNULL)
+    try:
+        with open(output, "w") as out:
+            # It ends about 1 s after its 2 s; before the fix, flooded, it took 95 s once (a hang bound).
+            done = subprocess.run(exporter_command("trace", "--json", "--no-changes", "-c", comm, "2"), cwd=ROOT,
+                                  stdout=out, stderr=subprocess.PIPE, text=True, timeout=FLOODED_TRACE_BOUND)
+    finally:
+        flood.kill()
+        flood.wait()
+    assert done.returncode == 0, done.stderr
+    assert _lines_of(comm, output) > 100, done.stderr
+
+
+def _lines_of(comm: str, output) -> int:
+    with open(output) as f:
+        return sum(f'"comm": "{comm}"' in line for line in f)
 
 
 @pytest.mark.any_mode
