@@ -124,7 +124,7 @@ class Tracer:
         return self.stop.check() or (self.deadline is not None and time.monotonic() >= self.deadline)
 
     def _end_events(self) -> None:
-        """Stop the BPF programs sending events (bpf/events.h), so that BCC's reader can empty its buffers."""
+        """Set trace_stopped in each BPF program, which then sends no more events: BCC's reader can empty its buffers."""
         if not self.events_ended:
             self.events_ended = True
             for module in self.modules:
