@@ -6,9 +6,9 @@ bytes, then the int3 replaced) while other CPUs run through it. Under QEMU's mul
 TCG (one host thread per virtual CPU; QEMU 7.2 here), a CPU can keep a translation of the
 text made while the int3 was there. The kernel's int3 handler finds no breakpoint at that
 address any more and returns to retry it, the stale translation traps again, and the CPU
-loops there for good: a 6.1 guest with two virtual CPUs froze so within seconds of this
-check (both CPUs at syscall_trace_enter+0xe9, the jump label, one sample in get_kprobe),
-as the last silent CI guest had. The matrix boots guests with one virtual CPU,
+loops there for good: 6.1 guests with two virtual CPUs froze in this check, 3 of 3 (two
+with both CPUs at syscall_trace_enter+0xe9, the jump label), as the last silent CI guest
+had (there, too, one sample in get_kprobe). The matrix boots guests with one virtual CPU,
 which cannot race with itself; this check shows, on each run, that they still survive.
 """
 
