@@ -123,6 +123,12 @@ class Tracer:
     def _ending(self) -> bool:
         return self.stop.check() or (self.deadline is not None and time.monotonic() >= self.deadline)
 
+    def _end_events_if_ending(self) -> None:
+        # Called for each event: BCC returns to the poll loop only once a buffer is empty,
+        # which a flood never lets it be, so a stop must take effect here too.
+        if not self.events_ended and self._ending():
+            self._end_events()
+
     def _end_events(self) -> None:
         """Set trace_stopped in each BPF program, which then sends no more events: BCC's reader can empty its buffers."""
         if not self.events_ended:
@@ -140,9 +146,7 @@ class Tracer:
         return self.args.comm is None or comm == self.args.comm
 
     def _on_check(self, cpu: int, data: Any, size: int) -> None:
-        # BCC returns to the poll loop only once the buffer is empty: a flood must end here.
-        if self._ending():
-            self._end_events()
+        self._end_events_if_ending()
         event = ctypes.cast(data, ctypes.POINTER(CheckEvent)).contents
         comm = decode_comm(event.comm)
         if not self._wanted(comm):
@@ -153,9 +157,7 @@ class Tracer:
         print(json.dumps(record) if self.args.json else format_check(record), flush=True)
 
     def _on_change(self, cpu: int, data: Any, size: int) -> None:
-        # BCC returns to the poll loop only once the buffer is empty: a flood must end here.
-        if self._ending():
-            self._end_events()
+        self._end_events_if_ending()
         event = ctypes.cast(data, ctypes.POINTER(ChangeEvent)).contents
         comm = decode_comm(event.comm)
         if not self._wanted(comm):

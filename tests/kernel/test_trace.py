@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -161,13 +163,9 @@ def test_sigint_ends_a_trace_flooded_with_checks(start_trace, tmp_path):
     output = tmp_path / "trace.json"
     with open(output, "w") as out:
         trace = start_trace("--json", "--no-changes", "-c", comm, stdout=out)
-        flood = subprocess.Popen(workload_command(f"{comm}={FLOOD}"), stdout=subprocess.DEVNULL)
-        try:
+        with _flooding(comm):
             time.sleep(1)
             _, err = trace.stop()
-        finally:
-            flood.kill()
-            flood.wait()
     assert _lines_of(comm, output) > 100, err
 
 
@@ -175,17 +173,23 @@ def test_sigint_ends_a_trace_flooded_with_checks(start_trace, tmp_path):
 def test_a_trace_flooded_with_checks_ends_after_its_duration(tmp_path):
     comm = unique_comm("td")
     output = tmp_path / "trace.json"
+    with _flooding(comm), open(output, "w") as out:
+        # It ends about 1 s after its 2 s; before the fix, flooded, it took 95 s once (a hang bound).
+        done = subprocess.run(exporter_command("trace", "--json", "--no-changes", "-c", comm, "2"), cwd=ROOT,
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=FLOODED_TRACE_BOUND)
+    assert done.returncode == 0, done.stderr
+    assert _lines_of(comm, output) > 100, done.stderr
+
+
+@contextlib.contextmanager
+def _flooding(comm: str) -> Iterator[None]:
+    """A setuid(0) loop with comm, killed on leaving."""
     flood = subprocess.Popen(workload_command(f"{comm}={FLOOD}"), stdout=subprocess.DEVNULL)
     try:
-        with open(output, "w") as out:
-            # It ends about 1 s after its 2 s; before the fix, flooded, it took 95 s once (a hang bound).
-            done = subprocess.run(exporter_command("trace", "--json", "--no-changes", "-c", comm, "2"), cwd=ROOT,
-                                  stdout=out, stderr=subprocess.PIPE, text=True, timeout=FLOODED_TRACE_BOUND)
+        yield
     finally:
         flood.kill()
         flood.wait()
-    assert done.returncode == 0, done.stderr
-    assert _lines_of(comm, output) > 100, done.stderr
 
 
 def _lines_of(comm: str, output) -> int:
