@@ -40,6 +40,15 @@ test-kernels: $(STAMP) $(VNG_STAMP) kernel-images
 
 deps: $(STAMP)
 
+# make bench: what the exporter costs, as one table (docs/performance.md); as root. It installs
+# Debian's bpftrace, to compare with. BENCH_ARGS=--smoke: a quick run with small numbers.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(STAMP)
+	@dpkg-query -W -f='$${Status}' bpftrace 2>/dev/null | grep -q "ok installed" || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bpftrace; }
+	$(VENV)/bin/python bench/bench.py $(BENCH_ARGS)
+
 # virtme-ng boots a kernel on this machine's own root filesystem, read-only.
 $(VNG_STAMP):
 	$(PYTHON) -m venv $(VNG_VENV)
