@@ -10,11 +10,15 @@ from typing import Iterator, Optional
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
 BPF_ENABLE_STATS = 32
+ENOTSUPP = 524  # the kernel's internal "not supported", which bpf() passes to user space
 BPF_STATS_RUN_TIME = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -28,6 +32,29 @@ class _MapElemAttr(ctypes.Structure):
         ("key", ctypes.c_uint64),
         ("value", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
+    ]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _CreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
     ]
 
 
@@ -105,6 +132,45 @@ def map_lookup(fd: int, key: ctypes._CData, value: ctypes.Array) -> bool:
             return False
         raise
     return True
+
+
+class BatchUnsupported(Exception):
+    """This kernel (before 5.6) or this map type has no BPF_MAP_LOOKUP_BATCH."""
+
+
+def map_lookup_batch(fd: int, token: Optional[ctypes.Array], next_token: ctypes.Array,
+                     keys: ctypes.Array, values: ctypes.Array, count: int) -> tuple[int, bool]:
+    """Copy up to count entries, from where token says (None: the start), into keys and values.
+
+    Returns how many were copied and whether the map has no more; next_token then says where
+    the next call goes on. OSError ENOSPC: one hash bucket holds more than count entries.
+    """
+    attr = _BatchAttr(
+        in_batch=ctypes.addressof(token) if token is not None else 0,
+        out_batch=ctypes.addressof(next_token),
+        keys=ctypes.addressof(keys),
+        values=ctypes.addressof(values),
+        count=count,
+        map_fd=fd,
+    )
+    try:
+        _bpf(BPF_MAP_LOOKUP_BATCH, attr)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return attr.count, True
+        if err.errno in (errno.EINVAL, ENOTSUPP, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise BatchUnsupported(os.strerror(err.errno) if err.errno != ENOTSUPP else "not supported") from None
+        raise
+    return attr.count, False
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    """A new map's fd (for tests: the exporter's maps come from its BPF programs)."""
+    return _bpf(BPF_MAP_CREATE, _CreateAttr(map_type, key_size, value_size, max_entries, 0))
+
+
+def map_update(fd: int, key: ctypes._CData, value: ctypes.Array) -> None:
+    _bpf(BPF_MAP_UPDATE_ELEM, _MapElemAttr(map_fd=fd, key=ctypes.addressof(key), value=ctypes.addressof(value)))
 
 
 def prog_fd_by_id(prog_id: int) -> int:
