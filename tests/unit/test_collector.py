@@ -19,7 +19,7 @@ class FakeMap:
         self.entries = entries
         self.key_type = key_type
         self.capacity = capacity
-        self.key_size = ctypes.sizeof(key_type)
+        self.key_size = ctypes.sizeof(type(entries[0][0]) if entries else key_type)
         per_cpu = [values for _, values in entries if isinstance(values, list)]
         self.slots = max(map(len, per_cpu), default=1)
         self.words = max((ctypes.sizeof(values[0]) // 8 for values in per_cpu), default=2)
