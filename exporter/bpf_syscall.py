@@ -11,6 +11,10 @@ from typing import Iterator, Optional
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 
 BPF_MAP_CREATE = 0
+BPF_PROG_LOAD = 5
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_FENTRY = 24
+BPF_TRACE_FEXIT = 25
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_GET_NEXT_KEY = 4
@@ -56,6 +60,37 @@ class _CreateAttr(ctypes.Structure):
         ("max_entries", ctypes.c_uint32),
         ("map_flags", ctypes.c_uint32),
     ]
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    """The head of union bpf_attr for BPF_PROG_LOAD, up to attach_btf_id (Linux 5.5)."""
+
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+    ]
+
+
+# r0 = 0; exit
+_RETURN_ZERO = bytes.fromhex("b700000000000000" "9500000000000000")
 
 
 class _InfoAttr(ctypes.Structure):
@@ -171,6 +206,17 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) 
 
 def map_update(fd: int, key: ctypes._CData, value: ctypes.Array) -> None:
     _bpf(BPF_MAP_UPDATE_ELEM, _MapElemAttr(map_fd=fd, key=ctypes.addressof(key), value=ctypes.addressof(value)))
+
+
+def load_empty_tracing_program(attach_btf_id: int, attach_type: int = BPF_TRACE_FEXIT) -> None:
+    """Load (and close at once) a program that returns 0, for a kernel function by its BTF id:
+    whether this kernel lets fentry/fexit programs load at all, without a compiler. OSError if not."""
+    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
+    license = ctypes.create_string_buffer(b"GPL")
+    attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(_RETURN_ZERO) // 8,
+                         insns=ctypes.addressof(insns), license=ctypes.addressof(license),
+                         expected_attach_type=attach_type, attach_btf_id=attach_btf_id)
+    os.close(_bpf(BPF_PROG_LOAD, attr))
 
 
 def prog_fd_by_id(prog_id: int) -> int:
