@@ -1,9 +1,12 @@
 """What the exporter costs: per check, per syscall, per scrape, at start-up and in memory, in one table.
 
-usage: bench.py [--smoke] [--rounds N] [--calls N] [--sizes 1000,10000,50000] [--scrapes N]
-                [--mode MODE] [--out FILE]
+usage: bench.py [--smoke] [--rounds N] [--calls N] [--repeat N] [--sizes 1000,10000,50000]
+                [--scrapes N] [--hold N] [--mode MODE] [--out FILE] [--guest KERNEL --vng PATH]
   Run as root from a checkout, with the project's venv (make bench). Prints one markdown table
   (and writes it to --out): every figure is measured in this one run, interleaved, as medians.
+  --guest KERNEL: run the bench instead in a virtme-ng guest of /boot/vmlinuz-KERNEL, once per
+  attach mode of --guest-modes (default fexit,kprobe), under software emulation: absolute
+  times there mean little, the ratios are what compare (make bench-kernels).
 
 Phase 1, syscalls. Each round sets up every configuration in turn, in an order that rotates
 from round to round, and runs each syscall loop under it --repeat times (bench/loops.c, timed
@@ -56,7 +59,7 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/ope
                      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 CONFIGS = ("none", "empty", "bpftrace", "changes off", "changes on")
 LOOPS = ("kill", "setuid", "getppid")
-START_TIMEOUT = 120
+START_TIMEOUT = 300  # a bound on a hang: under emulation a start takes a minute
 HOLD_PREFIX = "bh"
 FILL_PREFIX = "bf"
 
@@ -459,6 +462,43 @@ def goals(result: Results, floor: dict[str, float]) -> list[str]:
     return rows + [""]
 
 
+# --- in a guest ----------------------------------------------------------------------------------
+
+GUEST_TIMEOUT = 150 * 60
+# The options passed on to the bench inside the guest.
+PASSED_ON = ("smoke", "rounds", "calls", "repeat", "sizes", "scrapes", "hold", "skip")
+
+
+def in_guest(args) -> int:
+    """Boot the kernel under QEMU (TCG, one CPU) and run this bench there, once per mode."""
+    image = Path(f"/boot/vmlinuz-{args.guest}")
+    if not image.exists():
+        raise SystemExit(f"{image} is not installed (make kernel-images)")
+    out = Path(tempfile.mkdtemp(prefix="capexp-bench-guest-"))
+    passed = []
+    for name in PASSED_ON:
+        value = getattr(args, name)
+        if value is True:
+            passed.append(f"--{name}")
+        elif value not in (None, False, ""):
+            passed += [f"--{name}", str(value)]
+    modes = args.guest_modes.split(",")
+    runs = [f"{sys.executable} bench/bench.py --mode {mode} --out {out}/{mode}.md {' '.join(passed)}"
+            f" 2>> {out}/log" for mode in modes]
+    inner = f"cd {ROOT} && " + "; ".join(runs)
+    cmd = [args.vng, "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", "1",
+           "--rwdir", str(out), "--exec", inner]
+    env = {**os.environ, "PATH": f"{Path(args.vng).parent}:{os.environ.get('PATH', '')}"}
+    log(f"booting {args.guest} under QEMU; the bench's progress goes to {out}/log")
+    subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=GUEST_TIMEOUT)
+    tables = [(out / f"{mode}.md") for mode in modes]
+    text = "\n".join(t.read_text() for t in tables if t.exists())
+    print(text or f"the guest wrote no table; see {out}/log")
+    if args.out and text:
+        args.out.write_text(text)
+    return 0 if all(t.exists() for t in tables) else 1
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 def attach_mode(mode: str) -> str:
@@ -484,11 +524,16 @@ def main() -> int:
     parser.add_argument("--mode", default="auto", help="the exporter's --probe.mode (default auto)")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument("--skip", default="", help="phases to leave out: syscalls, scrapes")
+    parser.add_argument("--guest", metavar="KERNEL", help="run in a virtme-ng guest of this kernel release")
+    parser.add_argument("--guest-modes", default="fexit,kprobe")
+    parser.add_argument("--vng", default="vng", help="virtme-ng's vng, for --guest")
     parser.add_argument("--empty", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.empty:
         empty_program(args.empty)
         return 0
+    if args.guest:
+        return in_guest(args)
     defaults = dict(rounds=1, calls=20000, repeat=1, sizes="200,1000", scrapes=3, hold=20) if args.smoke else \
         dict(rounds=9, calls=200000, repeat=3, sizes="1000,10000,50000", scrapes=15, hold=200)
     for name, value in defaults.items():
