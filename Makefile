@@ -7,8 +7,9 @@ VENV := .venv
 # BCC's Python bindings come from Debian (the PyPI package named "bcc" is another project);
 # the venv sees them through --system-site-packages. setcap (libcap2-bin), gcc and prometheus
 # (a real server for the end-to-end test, and promtool for the alert rules) and bpftool (to
-# cross-check exporter/btf.py) are for the tests.
-APT_PACKAGES := python3-bpfcc python3-venv libcap2-bin gcc prometheus bpftool
+# cross-check exporter/btf.py) are for the tests, and so are iputils-ping, procps, systemd and
+# util-linux: real programs that run --verify is tested on.
+APT_PACKAGES := python3-bpfcc python3-venv libcap2-bin gcc prometheus bpftool iputils-ping procps systemd util-linux
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 

@@ -212,7 +212,7 @@ def _verify(args, who: Optional[Identity], env: dict[str, str], traced_exit: int
         result.verification = verify.verify(launch, result.granted(), probes_first, passed, method, how, success,
                                             time.monotonic() + args.verify_total_timeout)
     except verify.VerifyError as err:
-        result.verification = err.partial
+        result.verification = err.partial or verify.Verification(method, how, success, summary=f"stopped: {err}")
         print(f"capability-exporter run: error: --verify: {err}", file=sys.stderr)
         return err.code
     return traced_exit
