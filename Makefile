@@ -12,7 +12,8 @@ APT_PACKAGES := python3-bpfcc python3-venv
 STAMP := $(VENV)/.installed
 # For the tests only (make test and the other test targets): setcap (libcap2-bin), gcc and
 # prometheus (a real server for the end-to-end test, and promtool for the alert rules) and
-# bpftool (to cross-check exporter/btf.py), and the package's [test] extras.
+# bpftool (to cross-check exporter/btf.py), the package's [test] extras, and the schemas of
+# the prometheus-operator resources (npm, into tests/schemas/node_modules).
 TEST_APT_PACKAGES := libcap2-bin gcc prometheus bpftool
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
@@ -81,9 +82,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 # Its own stamp, so that make test after make run still installs the test extras.
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) tests/schemas/package.json
 	@$(call apt_install_missing,$(TEST_APT_PACKAGES))
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	npm install --prefix tests/schemas --no-audit --no-fund --no-package-lock --loglevel=error
 	touch $@
 
 # --- make test-container: the image built and run for real (tests/container_e2e.py) ---
@@ -99,4 +101,4 @@ test-container: $(TEST_STAMP) container-tools
 	flock /tmp/capability-exporter-container.lock $(VENV)/bin/python tests/container_e2e.py
 
 clean:
-	rm -rf $(VENV) $(VNG_VENV) $(MATRIX_OUT) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VNG_VENV) $(MATRIX_OUT) *.egg-info .pytest_cache tests/schemas/node_modules
