@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 # prometheus (a real server for the end-to-end test, and promtool for the alert rules) and
 # bpftool (to cross-check exporter/btf.py), the package's [test] extras, and the schemas of
 # the prometheus-operator resources (npm, into tests/schemas/node_modules).
-TEST_APT_PACKAGES := libcap2-bin gcc prometheus bpftool
+# iputils-ping, procps, systemd and util-linux: real programs that run --verify is tested on.
+TEST_APT_PACKAGES := libcap2-bin gcc prometheus bpftool iputils-ping procps systemd util-linux
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
