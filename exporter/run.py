@@ -32,6 +32,8 @@ SETUP_COMM = "capexp-run-exec"
 # What systemd gives a service with User= (split-usr builds, as Debian 12's, add /sbin:/bin).
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PR_SET_NAME = 15
+VERIFY_TIMEOUT = 60.0  # seconds, per run
+VERIFY_TOTAL_TIMEOUT = 900.0
 
 # OWN_CREDS_ONLY: a program needs what is checked against its own credentials, not what
 # overlayfs checks against its mounter's on its behalf (seen: CAP_SYS_ADMIN, CAP_FOWNER).
@@ -75,10 +77,10 @@ def parser() -> Parser:
     p.add_argument("--success-check", metavar="CMD",
                    help="with --verify: a shell command, run after each run, whose exit 0 means the run did its "
                         "job (default: the run exits as the traced run did)")
-    p.add_argument("--verify-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    p.add_argument("--verify-timeout", type=_seconds, metavar="SECONDS",
                    help="with --verify: kill a run (and all it forked) after this long; one killed without a "
                         "capability counts as failing without it (default 60)")
-    p.add_argument("--verify-total-timeout", type=_seconds, default=900.0, metavar="SECONDS",
+    p.add_argument("--verify-total-timeout", type=_seconds, metavar="SECONDS",
                    help="with --verify: start no new run after this long (default 900)")
     p.add_argument("--probe.mode", dest="mode", choices=MODES, default="auto", metavar="MODE",
                    help="attach mode for checks: auto, fexit, kprobe or tracepoint")
@@ -184,13 +186,12 @@ def main(argv: list[str]) -> int:
 
 
 def _check_verify_flags(args) -> None:
-    if args.verify:
-        return
-    given = [flag for flag, value in (("--success-check", args.success_check),
-                                      ("--verify-timeout", args.verify_timeout != 60.0),
-                                      ("--verify-total-timeout", args.verify_total_timeout != 900.0)) if value]
-    if given:
+    given = [flag for flag, value in (("--success-check", args.success_check), ("--verify-timeout", args.verify_timeout),
+                                      ("--verify-total-timeout", args.verify_total_timeout)) if value is not None]
+    if given and not args.verify:
         fail(f"{', '.join(given)} go(es) with --verify", EXIT_RUN_FAILED)
+    args.verify_timeout = args.verify_timeout or VERIFY_TIMEOUT
+    args.verify_total_timeout = args.verify_total_timeout or VERIFY_TOTAL_TIMEOUT
 
 
 def _verify(args, who: Optional[Identity], env: dict[str, str], traced_exit: int, result: profile.Profile) -> int:
@@ -212,7 +213,7 @@ def _verify(args, who: Optional[Identity], env: dict[str, str], traced_exit: int
         result.verification = verify.verify(launch, result.granted(), probes_first, passed, method, how, success,
                                             time.monotonic() + args.verify_total_timeout)
     except verify.VerifyError as err:
-        result.verification = err.partial
+        result.verification = err.partial or verify.Verification(method, how, success, summary=f"stopped: {err}")
         print(f"capability-exporter run: error: --verify: {err}", file=sys.stderr)
         return err.code
     return traced_exit
