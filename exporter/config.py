@@ -201,7 +201,7 @@ class _StrictLoader(yaml.SafeLoader):
 def parse_yaml(data: bytes, source: str) -> Any:
     """Parsed YAML of a config file's bytes; ConfigError for anything but a small, plain, UTF-8 document."""
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(source, [f"larger than {MAX_FILE_BYTES >> 20} MiB ({len(data)} bytes)"])
+        raise ConfigError(source, [f"larger than {MAX_FILE_BYTES >> 20} MiB: not a config file"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
