@@ -1,6 +1,7 @@
 # make run: install what is missing, then start the exporter with config/default.yaml.
 # make test: install what is missing, then run every test, real-kernel tests included (as root).
 # make test-kernels: the same real-kernel suite per attach mode, here and on other kernels under QEMU.
+# make bench-http: the HTTP endpoint's load figures (latency, throughput, RSS), as in docs/http.md.
 
 PYTHON := /usr/bin/python3
 VENV := .venv
@@ -20,7 +21,7 @@ VNG_VENV := .vng
 VNG_STAMP := $(VNG_VENV)/.installed
 QEMU_PACKAGES := qemu-system-x86 busybox-static
 
-.PHONY: run test test-unit test-kernel test-kernels kernel-images deps clean
+.PHONY: run test test-unit test-kernel test-kernels bench-http kernel-images deps clean
 
 run: $(STAMP)
 	$(VENV)/bin/capability-exporter --config.file config/default.yaml
@@ -37,6 +38,9 @@ test-kernel: $(STAMP)
 test-kernels: $(STAMP) $(VNG_STAMP) kernel-images
 	$(VENV)/bin/python tests/kernel_matrix.py --vng $(VNG_VENV)/bin/vng --out $(MATRIX_OUT) \
 	    --markdown $(MATRIX_OUT)/matrix.md $(KERNELS)
+
+bench-http: $(STAMP)
+	$(VENV)/bin/python tests/bench_http.py
 
 deps: $(STAMP)
 

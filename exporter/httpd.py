@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import queue
 import socket
 import ssl
 import threading
@@ -31,7 +32,7 @@ class Limits:
     """How many connections and requests the server holds, and for how long."""
 
     max_connections: int = 512
-    workers: int = 16
+    workers: int = 64  # scrapes wait for one shared collection: many may wait at once
     queued_requests: int = 256  # read requests waiting for a worker; past it, 503 at once
     header_timeout: float = 10.0  # from a request's first byte to the end of its headers
     tls_handshake_timeout: float = 10.0
@@ -254,7 +255,15 @@ class Server(wsgi.Server):
                     break
             self._connections.put(conn)
             return
-        super().process_conn(conn)
+        try:
+            self.requests.put(conn)
+        except queue.Full:
+            if isinstance(conn.socket, ssl.SSLSocket) and not conn.handshaken:
+                conn.close()  # a 503 would need a handshake first: not for a client we cannot serve
+            else:
+                self._unservicable_conns.put(conn)  # cheroot answers these 503 at once
+            self.noisy.warn("refused requests", "%d requests wait for a worker already; refused one",
+                            self.limits.queued_requests)
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         # cheroot asks for tracebacks on errors from clients; one rate-limited line says enough.

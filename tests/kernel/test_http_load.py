@@ -18,7 +18,7 @@ pytestmark = pytest.mark.kernel_independent
 
 SERIES = 1000
 SCRAPERS = 100
-WORKERS = 16
+WORKERS = 64
 MB = 1 << 20
 
 
