@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import logging
 import re
-import resource
+import ssl
 import signal
 import sys
 import threading
@@ -161,7 +160,7 @@ def _check(cfg: config.Config) -> int:
     return 0
 
 
-def _web(args: argparse.Namespace) -> tuple[webconfig.WebConfig, Optional[object]]:
+def _web(args: argparse.Namespace) -> tuple[webconfig.WebConfig, Optional[ssl.SSLContext]]:
     """The web config from --web.config.file and its TLS context (None without TLS)."""
     if not args.web_config:
         return webconfig.WebConfig(), None
@@ -173,22 +172,13 @@ def _web(args: argparse.Namespace) -> tuple[webconfig.WebConfig, Optional[object
 
 
 def _limits(args: argparse.Namespace) -> httpd.Limits:
-    """The server's bounds from the flags, within the open-file limit (the soft one raised to the hard)."""
-    limits = httpd.Limits(max_connections=args.max_connections, workers=args.workers,
+    """The server's bounds from the flags, within the open-file limit."""
+    wanted = httpd.Limits(max_connections=args.max_connections, workers=args.workers,
                           header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = limits.files_needed()
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        fitting = soft - (wanted - limits.max_connections)
-        if fitting < 16:
-            fail(f"the open-file limit ({soft}) is too low for the HTTP server; raise it (LimitNOFILE=)", EXIT_FAILURE)
-        log.warning("open-file limit %d: holding at most %d connections, not %d", soft, fitting,
-                    limits.max_connections)
-        limits = dataclasses.replace(limits, max_connections=fitting)
-    return limits
+    try:
+        return httpd.within_open_files(wanted)
+    except httpd.TooFewFiles as err:
+        fail(str(err), EXIT_FAILURE)
 
 
 def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -199,6 +189,8 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     def profiles(comm: Optional[str]) -> tuple[dict[str, dict], int]:
         return collector[0].profiles(cfg.unused.max_comms, comm) if collector else ({}, 0)
 
+    # Until the signal is waited for below, a SIGHUP must not end the process (its default).
+    signal.signal(signal.SIGHUP, lambda *_: log.info("received SIGHUP while starting; the web config is being read"))
     web, tls = _web(args)
     auth = webconfig.BasicAuth(server.app(registry, args.telemetry_path, lambda: mode["name"], profiles,
                                           cfg.unused.max_comms), web.basic_auth_users)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import queue
+import resource
 import socket
 import ssl
 import threading
@@ -25,6 +27,8 @@ ACCEPT_BACKOFF = 0.05
 # Requests larger than these are refused (413/414): the endpoint serves GETs without bodies.
 MAX_HEADER_BYTES = 16 << 10
 MAX_BODY_BYTES = 64 << 10
+OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
+              b"Retry-After: 1\r\nConnection: close\r\n\r\noverload\n")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,28 @@ class Limits:
 
     def files_needed(self) -> int:
         return self.max_connections + self.workers + self.queued_requests + self.reserved_files
+
+
+class TooFewFiles(Exception):
+    """The open-file limit leaves too little for the server, even with fewer connections."""
+
+
+def within_open_files(limits: Limits) -> Limits:
+    """limits, after raising the soft open-file limit towards the hard one as Go programs do;
+    with fewer connections (logged) if the hard limit is too low for them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.files_needed()
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return limits
+    soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft >= wanted:
+        return limits
+    fitting = soft - (wanted - limits.max_connections)
+    if fitting < 16:
+        raise TooFewFiles(f"the open-file limit ({soft}) is too low for the HTTP server; raise it (LimitNOFILE=)")
+    log.warning("open-file limit %d: holding at most %d connections, not %d", soft, fitting, limits.max_connections)
+    return dataclasses.replace(limits, max_connections=fitting)
 
 
 class RateLimitedLog:
@@ -258,12 +284,20 @@ class Server(wsgi.Server):
         try:
             self.requests.put(conn)
         except queue.Full:
-            if isinstance(conn.socket, ssl.SSLSocket) and not conn.handshaken:
-                conn.close()  # a 503 would need a handshake first: not for a client we cannot serve
-            else:
-                self._unservicable_conns.put(conn)  # cheroot answers these 503 at once
-            self.noisy.warn("refused requests", "%d requests wait for a worker already; refused one",
-                            self.limits.queued_requests)
+            self._refuse(conn)
+
+    def _refuse(self, conn) -> None:
+        """503 and close, here and now: the queue of requests for the workers is full."""
+        self.noisy.warn("refused requests", "%d requests wait for a worker already; refused one with 503",
+                        self.limits.queued_requests)
+        try:
+            if not isinstance(conn.socket, ssl.SSLSocket):
+                conn.socket.send(OVERLOADED, socket.MSG_DONTWAIT)
+            elif conn.handshaken:  # else a 503 would need a handshake first, for a client not served
+                conn.socket.send(OVERLOADED)
+        except OSError:
+            pass
+        conn.close()
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         # cheroot asks for tracebacks on errors from clients; one rate-limited line says enough.
