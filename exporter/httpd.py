@@ -105,7 +105,6 @@ class Deadlines:
         self.interval = interval
         self.lock = threading.Lock()
         self.watched: dict[int, tuple[float, socket.socket, str]] = {}
-        self.expired: set[int] = set()
         self.thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
         self.thread.start()
 
@@ -185,6 +184,13 @@ class _Connection(cheroot_server.HTTPConnection):
         self.handshaken = True
         self.ssl_env = {"wsgi.url_scheme": "https", "HTTPS": "on", "SSL_PROTOCOL": self.socket.version() or ""}
         return True
+
+    def _close_kernel_socket(self) -> None:
+        # cheroot lets unexpected shutdown errors escape, and a worker that raises stops the server.
+        try:
+            super()._close_kernel_socket()
+        except OSError:
+            pass
 
     def _plain_http_answer(self) -> None:
         body = b"This port speaks HTTPS only.\n"
@@ -337,9 +343,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not host:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        sock.bind((host or "0.0.0.0", port))
         sock.listen(BACKLOG)
     except OSError:
         sock.close()
