@@ -27,8 +27,17 @@ ACCEPT_BACKOFF = 0.05
 # Requests larger than these are refused (413/414): the endpoint serves GETs without bodies.
 MAX_HEADER_BYTES = 16 << 10
 MAX_BODY_BYTES = 64 << 10
-OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
-              b"Retry-After: 1\r\nConnection: close\r\n\r\noverload\n")
+
+
+def plain_answer(status: str, text: str, *headers: str) -> bytes:
+    """A whole text/plain response that closes the connection, with the headers every answer has."""
+    body = text.encode()
+    head = [f"HTTP/1.1 {status}", "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
+            "X-Content-Type-Options: nosniff", f"Server: {SERVER_NAME}", "Connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+OVERLOADED = plain_answer("503 Service Unavailable", "overloaded; try again\n", "Retry-After: 1")
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,17 @@ class _Request(cheroot_server.HTTPRequest):
         with self.server.deadlines.watch(self.conn.socket, self.server.limits.io_timeout, "the response"):
             super().respond()
 
+    def simple_response(self, status, msg: str = "") -> None:
+        """cheroot's own answers (400, 408, 413, ...): the status alone, never the request echoed back."""
+        status = str(status)
+        if status.startswith("1"):
+            return super().simple_response(status, msg)
+        self.close_connection = True
+        try:
+            self.conn.wfile.write(plain_answer(status, status.split(" ", 1)[-1] + "\n"))
+        except OSError:
+            pass
+
 
 class _Connection(cheroot_server.HTTPConnection):
     RequestHandlerClass = _Request
@@ -193,11 +213,8 @@ class _Connection(cheroot_server.HTTPConnection):
             pass
 
     def _plain_http_answer(self) -> None:
-        body = b"This port speaks HTTPS only.\n"
-        head = (f"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n").encode()
         try:
-            socket.socket.send(self.socket, head + body)
+            socket.socket.send(self.socket, plain_answer("400 Bad Request", "This port speaks HTTPS only.\n"))
         except OSError:
             pass
 

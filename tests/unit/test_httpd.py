@@ -82,3 +82,22 @@ def test_past_max_connections_the_longest_idle_is_closed(serve):
     finally:
         for sock in [oldest, *others]:
             sock.close()
+
+
+def raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("data", [b"<script>alert(1)</script>\r\n\r\n", b"GET / HTTP/1.1\r\n<script> no colon\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * (20 << 10) + b"\r\n\r\n"])
+def test_bad_requests_get_a_plain_status_that_echoes_nothing(serve, data):
+    answer = raw(serve(ok), data)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1][:1] == b"4", answer[:200]
+    assert b"X-Content-Type-Options: nosniff" in head and b"Server: capability-exporter" in head
+    assert b"script" not in body and b"aaaa" not in body
