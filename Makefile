@@ -1,16 +1,23 @@
 # make run: install what is missing, then start the exporter with config/default.yaml.
 # make test: install what is missing, then run every test, real-kernel tests included (as root).
 # make test-kernels: the same real-kernel suite per attach mode, here and on other kernels under QEMU.
+# make test-container: the Dockerfile built with podman and run as the README says, with exact counts.
 # make bench-http: the HTTP endpoint's load figures (latency, throughput, RSS), as in docs/http.md.
 
 PYTHON := /usr/bin/python3
 VENV := .venv
 # BCC's Python bindings come from Debian (the PyPI package named "bcc" is another project);
-# the venv sees them through --system-site-packages. setcap (libcap2-bin), gcc and prometheus
-# (a real server for the end-to-end test, and promtool for the alert rules) and bpftool (to
-# cross-check exporter/btf.py) are for the tests.
-APT_PACKAGES := python3-bpfcc python3-venv libcap2-bin gcc prometheus bpftool
+# the venv sees them through --system-site-packages. make run installs only these and the
+# package's own dependencies.
+APT_PACKAGES := python3-bpfcc python3-venv
 STAMP := $(VENV)/.installed
+# For the tests only (make test and the other test targets): setcap (libcap2-bin), gcc and
+# prometheus (a real server for the end-to-end test, and promtool for the alert rules) and
+# bpftool (to cross-check exporter/btf.py), the package's [test] extras, and the schemas of
+# the prometheus-operator resources (npm, into tests/schemas/node_modules).
+# iputils-ping, procps, systemd and util-linux: real programs that run --verify is tested on.
+TEST_APT_PACKAGES := libcap2-bin gcc prometheus bpftool iputils-ping procps systemd util-linux
+TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
 # Kernels for make test-kernels, as /boot/vmlinuz-<release>; each comes from Debian's
@@ -21,28 +28,28 @@ VNG_VENV := .vng
 VNG_STAMP := $(VNG_VENV)/.installed
 QEMU_PACKAGES := qemu-system-x86 busybox-static
 
-.PHONY: run test test-unit test-kernel test-kernels bench-http kernel-images deps clean
+.PHONY: run test test-unit test-kernel test-kernels bench-http kernel-images deps clean test-container container-tools
 
 run: $(STAMP)
 	$(VENV)/bin/capability-exporter --config.file config/default.yaml
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-kernel: $(STAMP)
+test-kernel: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest tests/kernel $(PYTEST_ARGS)
 
-test-kernels: $(STAMP) $(VNG_STAMP) kernel-images
+test-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
 	$(VENV)/bin/python tests/kernel_matrix.py --vng $(VNG_VENV)/bin/vng --out $(MATRIX_OUT) \
 	    --markdown $(MATRIX_OUT)/matrix.md $(KERNELS)
 
-bench-http: $(STAMP)
+bench-http: $(TEST_STAMP)
 	$(VENV)/bin/python tests/bench_http.py
 
-deps: $(STAMP)
+deps: $(TEST_STAMP)
 
 # virtme-ng boots a kernel on this machine's own root filesystem, read-only.
 $(VNG_STAMP):
@@ -64,17 +71,39 @@ kernel-images:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs; \
 	fi
 
-$(STAMP): pyproject.toml Makefile
-	@missing=""; for p in $(APT_PACKAGES); do \
+# Installs the Debian packages of $(1) that are missing.
+apt_install_missing = missing=""; for p in $(1); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing from apt:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+$(STAMP): pyproject.toml Makefile
+	@$(call apt_install_missing,$(APT_PACKAGES))
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e .
 	touch $@
 
+# Its own stamp, so that make test after make run still installs the test extras.
+$(TEST_STAMP): $(STAMP) tests/schemas/package.json
+	@$(call apt_install_missing,$(TEST_APT_PACKAGES))
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	npm install --prefix tests/schemas --no-audit --no-fund --no-package-lock --loglevel=error
+	touch $@
+
+# --- make test-container: the image built and run for real (tests/container_e2e.py) ---
+# podman builds the Dockerfile unchanged on a debian:bookworm-slim stand-in that mmdebstrap
+# makes from Debian's packages; runc, since crun refuses hybrid cgroup hosts. One run at a
+# time: the test's podman store is its own, but port and workload checks share the host.
+CONTAINER_PACKAGES := podman runc mmdebstrap
+
+container-tools:
+	@$(call apt_install_missing,$(CONTAINER_PACKAGES))
+
+test-container: $(TEST_STAMP) container-tools
+	flock /tmp/capability-exporter-container.lock $(VENV)/bin/python tests/container_e2e.py
+
 clean:
-	rm -rf $(VENV) $(VNG_VENV) $(MATRIX_OUT) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VNG_VENV) $(MATRIX_OUT) *.egg-info .pytest_cache tests/schemas/node_modules

@@ -11,7 +11,9 @@
  * For `capability-exporter trace`: EMIT_EVENTS sends one event per check to user
  * space instead of counting; DENIED_ONLY, USER_STACKS, KERNEL_STACKS, STACKS_MAX_ENTRIES.
  * For `capability-exporter run`: FOLLOW_TREE=n (bpf/tree.c, compiled first),
- * NOAUDIT_CALLERS=n (tracepoint mode), OWN_CREDS_ONLY with TASK_REAL_CRED from BTF.
+ * NOAUDIT_CALLERS=n (tracepoint mode; trace uses it too), OWN_CREDS_ONLY with
+ * TASK_REAL_CRED from BTF, KEY_REASON (key by syscall and kernel stack).
+ * PT_REGS_SYSCALL and friends (capability.h's current_syscall()), from BTF.
  */
 #include "capability.h"
 
@@ -137,6 +139,21 @@ static __always_inline bool is_wanted(void)
 	return true;
 }
 
+#if defined(USER_STACKS) || defined(KERNEL_STACKS) || defined(KEY_REASON)
+/* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
+BPF_TABLE("stacktrace", int, struct bpf_stacktrace, stacks, STACKS_MAX_ENTRIES);
+#endif
+
+/* The kernel stack of a check, for run's "which kernel function asked". */
+static __always_inline int reason_stack(void *ctx)
+{
+#ifdef KEY_REASON
+	return stacks.get_stackid(ctx, 0);
+#else
+	return -1;
+#endif
+}
+
 #ifdef EMIT_EVENTS
 /* Set by trace when it is told to stop: BCC's perf reader returns only once a
  * buffer is empty, which under a flood of events it never is. */
@@ -151,10 +168,6 @@ static __always_inline bool trace_is_stopped(void)
 }
 
 BPF_PERF_OUTPUT(check_events);
-#if defined(USER_STACKS) || defined(KERNEL_STACKS)
-/* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
-BPF_TABLE("stacktrace", int, struct bpf_stacktrace, stacks, STACKS_MAX_ENTRIES);
-#endif
 
 static __always_inline void emit_check(void *ctx, int cap, int ret, __u32 opts, __u32 uid)
 {
@@ -172,6 +185,7 @@ static __always_inline void emit_check(void *ctx, int cap, int ret, __u32 opts, 
 	event.opts = opts;
 	event.user_stack = -1;
 	event.kernel_stack = -1;
+	event.syscall = current_syscall();
 #ifdef USER_STACKS
 	event.user_stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
 #endif
@@ -198,13 +212,19 @@ static __always_inline __u64 current_v1_cgroup_id(void)
 }
 #endif
 
-static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid)
+static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid, int kernel_stack)
 {
 	struct check_key key = {};
 	struct check_value *value;
 
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
 	key.cap = cap;
+	key.syscall = NO_SYSCALL;
+	key.kernel_stack = -1;
+#ifdef KEY_REASON
+	key.syscall = current_syscall();
+	key.kernel_stack = kernel_stack;
+#endif
 #ifdef KEY_UID
 	key.uid = uid;
 #endif
@@ -235,8 +255,9 @@ static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid)
 		value->denials++;
 }
 
-/* One wanted capability check that passed the hooks' audit handling: counted, or sent to trace. */
-static __always_inline void count_check(void *ctx, int cap, int ret, __u32 opts)
+/* One wanted capability check that passed the hooks' audit handling: counted, or sent to
+ * trace. kernel_stack: reason_stack() where the hook can take the check's own stack. */
+static __always_inline void count_check(void *ctx, int cap, int ret, __u32 opts, int kernel_stack)
 {
 	__u32 uid = bpf_get_current_uid_gid();
 
@@ -247,7 +268,7 @@ static __always_inline void count_check(void *ctx, int cap, int ret, __u32 opts)
 #ifdef EMIT_EVENTS
 	emit_check(ctx, cap, ret, opts, uid);
 #else
-	add_check(cap, ret, opts, uid);
+	add_check(cap, ret, opts, uid, kernel_stack);
 #endif
 }
 
@@ -291,7 +312,7 @@ static __always_inline void leave_vm_enough(void *ctx, int ret)
 	if (!in_vm_enough.lookup(&tid))
 		return;
 	in_vm_enough.delete(&tid);
-	count_check(ctx, CAP_SYS_ADMIN, granted ? 0 : -1, CAP_OPT_NOAUDIT);
+	count_check(ctx, CAP_SYS_ADMIN, granted ? 0 : -1, CAP_OPT_NOAUDIT, reason_stack(ctx));
 }
 #else
 static __always_inline bool inside_vm_enough(void)
@@ -308,7 +329,7 @@ KRETFUNC_PROBE(cap_capable, const struct cred *cred, struct user_namespace *ns,
 	__u32 flags = decode_opts(opts);
 
 	if (is_counted(flags) && is_wanted() && !inside_vm_enough() && own_creds(cred))
-		count_check(ctx, cap, ret, flags);
+		count_check(ctx, cap, ret, flags, reason_stack(ctx));
 	return 0;
 }
 
@@ -333,6 +354,7 @@ KRETFUNC_PROBE(cap_vm_enough_memory, struct mm_struct *mm, long pages, int ret)
 struct inflight_check {
 	int cap;
 	__u32 opts;
+	int kernel_stack;	/* taken here: the return probe's stack has lost cap_capable's caller on old kernels */
 };
 
 /* What the entry probe saw, keyed by thread id, until the return probe. */
@@ -346,6 +368,7 @@ int kprobe__cap_capable(struct pt_regs *ctx, const struct cred *cred,
 
 	if (!is_counted(check.opts) || !is_wanted() || inside_vm_enough() || !own_creds(cred))
 		return 0;
+	check.kernel_stack = reason_stack(ctx);
 	if (inflight.update(&tid, &check))
 		count_drop(DROP_INFLIGHT);
 	return 0;
@@ -358,7 +381,7 @@ int kretprobe__cap_capable(struct pt_regs *ctx)
 
 	if (!check)
 		return 0;
-	count_check(ctx, check->cap, PT_REGS_RC(ctx), check->opts);
+	count_check(ctx, check->cap, PT_REGS_RC(ctx), check->opts, check->kernel_stack);
 	inflight.delete(&tid);
 	return 0;
 }
@@ -432,7 +455,7 @@ TRACEPOINT_PROBE(capability, cap_capable)
 		return 0;
 	opts = infer_opts(args);
 	if (is_counted(opts) && own_creds(args->cred))
-		count_check(args, args->cap, args->ret, opts);
+		count_check(args, args->cap, args->ret, opts, reason_stack(args));
 	return 0;
 }
 

@@ -19,15 +19,49 @@
 #define CAP_OPT_INSETID 0x4
 
 /* uid, cgroup_id and opts stay 0 unless a label needs them, so that
- * series the user did not ask for collapse into one map entry. */
+ * series the user did not ask for collapse into one map entry; syscall and
+ * kernel_stack stay NO_SYSCALL and -1 unless run asks why (KEY_REASON). */
 struct check_key {
 	char comm[COMM_LEN];
 	__u32 cap;
 	__u32 uid;
 	__u64 cgroup_id;
 	__u32 opts;	/* CAP_OPT_NOAUDIT | CAP_OPT_INSETID, also on kernels before 5.1 */
+	__u32 syscall;	/* the number of the syscall the thread was in */
+	__s32 kernel_stack;	/* a stacks map id */
 	__u32 pad;
 };
+
+/* What a thread outside any syscall (a kernel thread) reads as its syscall number. */
+#define NO_SYSCALL 0xffffffff
+
+/* The syscall the current thread is in, from the user registers the kernel saved on
+ * entry (orig_ax on x86_64, syscallno on arm64), so that no hook on every syscall is
+ * needed. PT_REGS_SYSCALL is that member's offset, from BTF. With TASK_PT_REGS_HELPER
+ * (Linux 5.15+) the kernel finds the registers; before that they sit at the top of
+ * the task's stack: TASK_STACK (task_struct.stack, from BTF) + TASK_STACK_REGS. */
+#ifdef PT_REGS_SYSCALL
+static __always_inline __u32 current_syscall(void)
+{
+	long nr = -1;
+#ifdef TASK_PT_REGS_HELPER
+	void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+#else
+	void *stack = 0;
+
+	bpf_probe_read_kernel(&stack, sizeof(stack), (void *)bpf_get_current_task() + TASK_STACK);
+	void *regs = stack + TASK_STACK_REGS;
+#endif
+	if (bpf_probe_read_kernel(&nr, sizeof(nr), regs + PT_REGS_SYSCALL) || nr < 0)
+		return NO_SYSCALL;
+	return nr;
+}
+#else
+static __always_inline __u32 current_syscall(void)
+{
+	return NO_SYSCALL;
+}
+#endif
 
 struct check_value {
 	__u64 checks;
@@ -92,6 +126,8 @@ struct check_event {
 	__u32 opts;		/* CAP_OPT_* bits; meaningless in tracepoint mode */
 	__s32 user_stack;	/* stack map ids; negative when not taken */
 	__s32 kernel_stack;
+	__u32 syscall;		/* as current_syscall() */
+	__u32 pad;
 	char comm[COMM_LEN];
 };
 

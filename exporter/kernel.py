@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gzip
 import errno
 import logging
 import os
@@ -34,6 +35,19 @@ def version_code(release: Optional[str] = None) -> int:
     """LINUX_VERSION_CODE of a release, as include/linux/version.h computes it."""
     major, minor, patch = version(release)
     return (major << 16) + (minor << 8) + min(patch, 255)
+
+
+def config_enabled(option: str, release: Optional[str] = None) -> bool:
+    """Whether the kernel was built with option=y, from /proc/config.gz or /boot/config-<release>;
+    False where neither can be read."""
+    release = release or platform.release()
+    for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{release}", open)):
+        try:
+            with opener(path, "rt", encoding="ascii", errors="replace") as f:
+                return any(line.strip() == f"{option}=y" for line in f)
+        except OSError:
+            continue
+    return False
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:

@@ -7,6 +7,7 @@ import ctypes
 COMM_LEN = 16
 CAP_OPT_NOAUDIT = 0x2
 CAP_OPT_INSETID = 0x4
+NO_SYSCALL = 0xFFFFFFFF  # bpf/capability.h: a check made outside any syscall
 
 # enum drop_slot, and the per-CPU "drops" array's key and value.
 DROP_SLOTS = {"checks": 0, "inflight": 1}
@@ -21,6 +22,8 @@ class CheckKey(ctypes.Structure):
         ("uid", ctypes.c_uint32),
         ("cgroup_id", ctypes.c_uint64),
         ("opts", ctypes.c_uint32),
+        ("syscall", ctypes.c_uint32),
+        ("kernel_stack", ctypes.c_int32),
         ("pad", ctypes.c_uint32),
     ]
 
@@ -84,6 +87,8 @@ class CheckEvent(ctypes.Structure):
         ("opts", ctypes.c_uint32),
         ("user_stack", ctypes.c_int32),
         ("kernel_stack", ctypes.c_int32),
+        ("syscall", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * COMM_LEN),
     ]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from . import btf, kernel
+from . import btf, kallsyms, kernel, reasons
 from .config import Config
 
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
@@ -40,6 +40,11 @@ CGROUP_V1_LAYOUT = {
     "CGROUP_KN": ("cgroup", "kn"),
     "KERNFS_NODE_ID": ("kernfs_node", "id"),
 }
+# The saved user register that holds the syscall number, per machine (struct pt_regs).
+SYSCALL_REGISTER = {"x86_64": "orig_ax", "aarch64": "syscallno"}
+# THREAD_SIZE of x86_64 and arm64 with 4 KiB pages, and twice that under KASAN: before
+# bpf_task_pt_regs() (5.15), the saved registers are found below the stack's top.
+THREAD_SIZE = 16384
 # What each mode's program is called in the kernel, for self-metrics.
 PROGRAM_LABELS = {
     "kretfunc__cap_capable": "cap_capable_fexit",
@@ -186,6 +191,8 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) 
     extra = {**(extra or {}), **cgroup_v1_defines(config)}
     if "OWN_CREDS_ONLY" in extra:
         extra.update(_required_offsets({"TASK_REAL_CRED": CRED_LAYOUT["TASK_REAL_CRED"]}, "checking whose credentials"))
+    if "KEY_REASON" in extra or "EMIT_EVENTS" in extra:
+        extra.update(syscall_defines())
     tree = _load_tree(extra, compiler_log) if "FOLLOW_TREE" in extra else None
     reasons: dict[str, str] = {}
     for mode in candidates(config.probe.mode):
@@ -258,6 +265,42 @@ def _fill_filters(module: Any, config: Config, cgroup: Optional[str]) -> None:
         module["filter_cgroup"][0] = cgroup
 
 
+def noaudit_defines() -> Defines:
+    """cap_capable.c's table of non-audited callers, for the tracepoint mode (fill_noaudit_callers)."""
+    return {"NOAUDIT_CALLERS": len(reasons.NOAUDIT_FUNCTIONS)}
+
+
+def fill_noaudit_callers(loaded: Loaded) -> str:
+    """How non-audited checks are told apart: by opts ("included"), by their kernel callers in
+    tracepoint mode ("inferred"), or not at all where kallsyms hides the addresses."""
+    if loaded.mode != "tracepoint":
+        return "included"
+    try:
+        found = kallsyms.ranges(reasons.NOAUDIT_FUNCTIONS)
+    except OSError:
+        found = {}
+    table = loaded.modules[0]["noaudit_callers"]
+    for index, (start, end) in enumerate(found.values()):
+        table[table.Key(index)] = table.Leaf(start, end)
+    return "inferred" if found else "indistinguishable"
+
+
+def kernel_callers(module: Any) -> Any:
+    """stack id -> the kernel function that asked (reasons.caller), from a module's stacks map."""
+
+    @functools.lru_cache(maxsize=None)
+    def caller_of(stack_id: int) -> str:
+        if stack_id < 0:
+            return reasons.UNKNOWN
+        try:
+            frames = [module.ksym(address).decode("utf-8", "replace") for address in module["stacks"].walk(stack_id)]
+        except KeyError:  # the stack was evicted from the map
+            return reasons.UNKNOWN
+        return reasons.caller(frames)
+
+    return caller_of
+
+
 def cgroup_v1_defines(config: Config) -> Defines:
     """Offsets and the controller's index for keying checks by a cgroup v1 hierarchy."""
     controller = config.labels.cgroup_v1_controller
@@ -271,6 +314,34 @@ def cgroup_v1_defines(config: Config) -> Defines:
     except btf.BtfError as err:
         raise LoadError(f"labels.cgroup_v1_controller: {err}") from None
     return defines
+
+
+def syscall_defines(machine: str = os.uname().machine) -> Defines:
+    """Where capability.h's current_syscall() finds the syscall number; none (it reads as
+    "-") on a machine or kernel whose BTF does not say."""
+    register = SYSCALL_REGISTER.get(machine)
+    if register is None:
+        return {}
+    try:
+        vmlinux = _vmlinux()
+        defines: Defines = {"PT_REGS_SYSCALL": vmlinux.member("pt_regs", register).offset}
+        if _has_helper(vmlinux, "BPF_FUNC_task_pt_regs"):
+            defines["TASK_PT_REGS_HELPER"] = None
+        else:
+            defines["TASK_STACK"] = vmlinux.member("task_struct", "stack").offset
+            defines["TASK_STACK_REGS"] = THREAD_SIZE * (2 if kernel.config_enabled("CONFIG_KASAN") else 1) \
+                - vmlinux.size("pt_regs")
+    except btf.BtfError:
+        return {}
+    return defines
+
+
+def _has_helper(vmlinux: btf.Btf, helper: str) -> bool:
+    try:
+        vmlinux.enum_value("bpf_func_id", helper)
+        return True
+    except btf.BtfError:
+        return False
 
 
 def _offsets(layout: dict[str, tuple[str, str]]) -> Defines:

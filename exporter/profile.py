@@ -9,41 +9,48 @@ from typing import Callable, Iterable, Optional
 
 import yaml
 
-from . import capabilities, changes
+from . import capabilities, changes, reasons, syscalls
 from .layouts import CAP_OPT_NOAUDIT, decode_comm
 from .maps import BpfMap, total
+from .verify import Verification
 
 FORMATS = ("text", "json", "systemd", "kubernetes", "docker")
-SCHEMA_VERSION = 1
-# Kernel functions whose capability checks are never audited: in tracepoint mode, which
-# cannot see opts, run takes a check with one of them on its kernel stack as non-audited.
-# security_vm_enough_memory_mm: 6.18 tail-calls cap_vm_enough_memory, which leaves no frame.
-NOAUDIT_FUNCTIONS = ("cap_vm_enough_memory", "security_vm_enough_memory_mm", "ns_capable_noaudit",
-                     "has_ns_capability_noaudit", "has_capability_noaudit", "ptracer_capable")
-# What each noaudit value (probe_info's, "inferred" or "unknown") means for a recommendation.
+# 2: checks name the kernel function that asked and the syscall; recommendations say what is
+# granted but not needed, why each capability was asked for, and how they were verified.
+SCHEMA_VERSION = 2
+# What each noaudit value (probe_info's, "inferred" or "unknown") means for a recommendation:
+# one short sentence, said once per report.
 NOAUDIT_NOTES = {
-    "excluded": "non-audited checks are not seen in this mode's configuration, so none enter the recommendation",
-    "included": "non-audited checks are counted apart and never enter the recommendation",
-    "unknown": "non-audited checks were counted but not told apart: the needed set may include capabilities "
-               "the kernel only probed without audit (e.g. CAP_SYS_ADMIN from memory accounting on exec)",
-    "inferred": "the tracepoint mode cannot see whether a check was audited; checks with a known non-audited "
-                f"caller on their kernel stack ({', '.join(NOAUDIT_FUNCTIONS)}) are counted apart and never enter "
-                "the recommendation; one from another caller would count as audited",
-    "indistinguishable": "the tracepoint mode cannot tell audited from non-audited checks: the needed set may "
-                         "include capabilities the kernel only probed without audit (e.g. CAP_SYS_ADMIN from "
-                         "memory accounting on exec and mmap)",
+    "excluded": "non-audited checks are not counted, so none enter the recommendation",
+    "included": "non-audited checks never enter the recommendation",
+    "unknown": "audited and non-audited checks were not told apart: the needed set may be too large",
+    "inferred": "audit is inferred from the kernel caller; non-audited checks never enter the recommendation",
+    "indistinguishable": "the tracepoint mode cannot tell audited from non-audited checks: the needed set "
+                         "may be too large",
 }
 
 
 @dataclass(frozen=True)
 class CheckCount:
-    """Checks of one capability by one comm; audited is None where the mode cannot tell."""
+    """Checks of one capability by one comm; audited is None where the mode cannot tell.
+
+    caller (the kernel function that asked) and syscall are None where nothing asked why
+    (the daemon's /profiles), "-" where the kernel could not say."""
 
     comm: str
     capability: str
     audited: Optional[bool]
     granted: int
     denied: int
+    caller: Optional[str] = None
+    syscall: Optional[str] = None
+
+    @property
+    def reason(self) -> Optional[str]:
+        """"fchownat: chown_common" style: the syscall, then the function that asked."""
+        if self.caller is None:
+            return None
+        return f"{self.syscall}: {self.caller}"
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,23 @@ class ChangeCount:
 
 
 @dataclass(frozen=True)
+class NotNeeded:
+    """A capability the command was granted but does not need, and how that is known."""
+
+    capability: str
+    why: str
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
 class Recommendation:
     needed: list[str]
     denied: list[str]
     unused: list[str]
     note: str
+    not_needed: list[NotNeeded] = field(default_factory=list)
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # capability -> its checks' reasons
+    verified: Optional[bool] = None  # None: not tried (no --verify)
 
 
 @dataclass
@@ -75,13 +94,52 @@ class Profile:
     checks: list[CheckCount] = field(default_factory=list)
     changes: list[ChangeCount] = field(default_factory=list)
     held: Optional[list[str]] = None  # the permitted set, or the union of those seen; None: not seen
+    verification: Optional[Verification] = None
+
+    def granted(self) -> list[str]:
+        """Every capability granted on an audited check: what a recommendation is cut down from."""
+        return by_number({c.capability for c in self.checks if c.audited is not False and c.granted})
 
     def recommend(self) -> Recommendation:
         counted = [c for c in self.checks if c.audited is not False]
-        needed = by_number({c.capability for c in counted if c.granted})
-        denied = by_number({c.capability for c in counted if c.denied} - set(needed))
+        probes = self._probes_only(counted)
+        needed = [cap for cap in self.granted() if cap not in probes]
+        not_needed = [NotNeeded(cap, why, self._reasons(cap)) for cap, why in probes.items()]
+        verification = self.verification
+        if verification is not None and verification.verified:
+            needed = verification.needed
+            not_needed = [NotNeeded(cap, verification.why_not_needed(cap), self._reasons(cap))
+                          for cap in self.granted() if cap not in needed]
+        denied = by_number({c.capability for c in counted if c.denied} - set(self.granted()))
         unused = by_number(set(self.held) - set(needed)) if self.held is not None else []
-        return Recommendation(needed, denied, unused, NOAUDIT_NOTES.get(self.noaudit, ""))
+        return Recommendation(
+            needed, denied, unused, NOAUDIT_NOTES.get(self.noaudit, ""), not_needed,
+            {cap: self._reasons(cap) for cap in needed if self._reasons(cap)},
+            None if verification is None else verification.verified,
+        )
+
+    def _probes_only(self, counted: list[CheckCount]) -> dict[str, str]:
+        """Capabilities granted only at known probe call sites, with why each is not needed."""
+        probes: dict[str, str] = {}
+        needed_elsewhere = set()
+        for check in (c for c in counted if c.granted):
+            site = reasons.probe_site(check.capability, check.caller)
+            if site is None or (site.needed_after and self._made(site.needed_after)):
+                needed_elsewhere.add(check.capability)
+            else:
+                probes[check.capability] = f"a probe: {site.why}"
+        return {cap: why for cap, why in probes.items() if cap not in needed_elsewhere}
+
+    def _made(self, change: tuple[str, str, str]) -> bool:
+        return any((c.syscall, c.set, c.direction) == change for c in self.changes)
+
+    def _reasons(self, capability: str) -> list[str]:
+        """Where the granted audited checks of one capability came from, most frequent first."""
+        counts: dict[str, int] = {}
+        for c in self.checks:
+            if c.capability == capability and c.audited is not False and c.granted and c.reason:
+                counts[c.reason] = counts.get(c.reason, 0) + c.granted
+        return sorted(counts, key=lambda r: (-counts[r], r))
 
 
 def by_number(names: Iterable[str]) -> list[str]:
@@ -102,16 +160,20 @@ def audited_by(noaudit: str) -> Callable[[int], Optional[bool]]:
     return lambda opts: None
 
 
-def read_checks(checks: BpfMap, noaudit: str) -> list[CheckCount]:
-    """The checks map summed over CPUs and over the labels a profile does not use (uid, cgroup)."""
+def read_checks(checks: BpfMap, noaudit: str,
+                caller_of: Optional[Callable[[int], str]] = None) -> list[CheckCount]:
+    """The checks map summed over CPUs and over the labels a profile does not use (uid, cgroup).
+
+    caller_of(kernel stack id): the function that asked, where the keys carry reasons (run)."""
     audited = audited_by(noaudit)
     totals: dict[tuple, tuple[int, int]] = {}
     for key, values in checks.items():
         value = total(values)
         index = (decode_comm(key.comm), capabilities.name(key.cap), audited(key.opts))
-        granted, denied = totals.get(index, (0, 0))
-        totals[index] = (granted + value.checks - value.denials, denied + value.denials)
-    return [CheckCount(*index, *counts) for index, counts in totals.items()]
+        why = (caller_of(key.kernel_stack), syscalls.name(key.syscall)) if caller_of else (None, None)
+        granted, denied = totals.get(index + why, (0, 0))
+        totals[index + why] = (granted + value.checks - value.denials, denied + value.denials)
+    return [CheckCount(*index[:3], *counts, *index[3:]) for index, counts in totals.items()]
 
 
 def read_changes(change_map: BpfMap) -> list[ChangeCount]:
@@ -136,7 +198,11 @@ def document(profile: Profile, **context) -> dict:
         "checks": [asdict(c) for c in sorted(profile.checks, key=_check_order)],
         "changes": [asdict(c) for c in profile.changes],
         "held": by_number(profile.held) if profile.held is not None else None,
-        "recommendation": {"needed": rec.needed, "denied": rec.denied, "unused": rec.unused, "note": rec.note},
+        "recommendation": {
+            "needed": rec.needed, "denied": rec.denied, "unused": rec.unused, "note": rec.note,
+            "not_needed": [asdict(n) for n in rec.not_needed], "reasons": rec.reasons, "verified": rec.verified,
+        },
+        "verification": profile.verification.document() if profile.verification else None,
     }
 
 
@@ -147,6 +213,7 @@ def from_document(doc: dict) -> Profile:
         checks=[CheckCount(**c) for c in doc["checks"]],
         changes=[ChangeCount(**c) for c in doc["changes"]],
         held=doc["held"],
+        verification=Verification.from_document(doc["verification"]) if doc.get("verification") else None,
     )
 
 
@@ -164,20 +231,56 @@ def _text(profile: Profile, context: dict) -> str:
     if "command" in context:
         lines.append(f"Command: {' '.join(context['command'])} (exit code {context.get('exit_code')})")
     lines.append(f"Capability checks ({profile.mode} mode):")
-    lines += _table(("CAPABILITY", "COMM", "AUDITED", "GRANTED", "DENIED"),
-                    [(c.capability, c.comm, _yes_no(c.audited), str(c.granted), str(c.denied))
-                     for c in sorted(profile.checks, key=_check_order)])
+    with_reasons = any(c.caller is not None for c in profile.checks)
+    header = ("CAPABILITY", "COMM", "AUDITED") + (("SYSCALL", "ASKED BY") if with_reasons else ()) + ("GRANTED", "DENIED")
+    lines += _table(header, [(c.capability, c.comm, _yes_no(c.audited))
+                             + ((c.syscall or "-", c.caller or "-") if with_reasons else ())
+                             + (str(c.granted), str(c.denied))
+                             for c in sorted(profile.checks, key=_check_order)])
     if profile.changes:
         lines += ["", "Capability changes:"]
-        lines += _table(("COMM", "SYSCALL", "SET", "CAPABILITY", "DIRECTION", "COUNT"),
-                        [(c.comm, c.syscall, c.set, c.capability, c.direction, str(c.count)) for c in profile.changes])
-    lines += ["", "Recommendation:"]
-    for label, value in (("needed (granted on audited checks):", _names(rec.needed)),
-                         ("denied: the program may need this:", _names(rec.denied)),
-                         ("held but never used:", _names(rec.unused) if profile.held is not None else "unknown"),
-                         ("note:", rec.note)):
-        lines += textwrap.wrap(value, width=100, initial_indent=f"  {label:<36} ", subsequent_indent=" " * 39)
+        lines += _table(("COMM", "SYSCALL", "SET", "CHANGE", "COUNT"), change_rows(profile.changes))
+    if profile.verification is not None:
+        lines += ["", *profile.verification.text()]
+    lines += ["", f"Recommendation ({_verified_phrase(rec)}):"]
+    lines += _field("needed:", _names(rec.needed))
+    for cap in rec.needed:
+        lines += _field("", f"{cap}: {'; '.join(rec.reasons.get(cap, [])) or 'asked by -'}")
+    for item in rec.not_needed:
+        lines += _field("granted but not needed:", f"{item.capability}: {item.why}"
+                        + (f" (asked in {'; '.join(item.reasons)})" if item.reasons else ""))
+    lines += _field("denied (may be needed):", _names(rec.denied))
+    lines += _field("held but never used:", _names(rec.unused) if profile.held is not None else "unknown")
+    lines += _field("note:", f"{profile.mode} mode: {rec.note}")
     return "\n".join(lines) + "\n"
+
+
+def _field(label: str, value: str) -> list[str]:
+    return textwrap.wrap(value, width=100, initial_indent=f"  {label:<24} ", subsequent_indent=" " * 27)
+
+
+def _verified_phrase(rec: Recommendation) -> str:
+    if rec.verified is None:
+        return "not verified: --verify re-runs the command to prove it"
+    return "verified by re-running" if rec.verified else "NOT verified: see Verification"
+
+
+def change_rows(change_counts: list[ChangeCount]) -> list[tuple[str, ...]]:
+    """One row per set a syscall changed, naming every capability it gained or lost."""
+    grouped: dict[tuple, list[str]] = {}
+    for c in change_counts:
+        grouped.setdefault((c.comm, c.syscall, c.set, c.direction, c.count), []).append(c.capability)
+    return [(comm, syscall, set_name, f"{direction} {_capability_list(names)}", str(count))
+            for (comm, syscall, set_name, direction, count), names in grouped.items()]
+
+
+def _capability_list(names: list[str]) -> str:
+    """Names, or "all but X" where that is shorter: a root setuid() loses every capability."""
+    known = set(capabilities.NAMES)
+    rest = known - set(names)
+    if len(names) > 8 and set(names) <= known and len(rest) < len(names):
+        return f"{len(names)}: all but {' '.join(by_number(rest))}" if rest else f"all {len(names)}"
+    return " ".join(by_number(names))
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -200,10 +303,15 @@ def _json(profile: Profile, context: dict) -> str:
 
 
 def _comments(profile: Profile, rec: Recommendation, context: dict) -> list[str]:
-    """What the grant lines cannot say, for formats that allow comments."""
+    """What the grant lines cannot say, for formats that allow comments: one line per capability."""
     lines = [f"capability-exporter run: {' '.join(context['command'])}"] if "command" in context else []
+    lines.append(_verified_phrase(rec))
+    for cap in rec.needed:
+        lines.append(f"{cap}: {'; '.join(rec.reasons.get(cap, [])) or 'asked by -'}")
+    for item in rec.not_needed:
+        lines.append(f"not granted: {item.capability}: {item.why}")
     if rec.denied:
-        lines.append(f"denied: the program may need this: {' '.join(rec.denied)}")
+        lines.append(f"denied (may be needed): {' '.join(rec.denied)}")
     lines.append(f"{profile.mode} mode: {rec.note}")
     return lines
 
@@ -232,7 +340,8 @@ def _kubernetes(profile: Profile, context: dict) -> str:
 
 def _docker(profile: Profile, context: dict) -> str:
     rec = profile.recommend()
-    return " ".join(["--cap-drop=ALL"] + [f"--cap-add={n}" for n in kubernetes_names(rec.needed)]) + "\n"
+    flags = " ".join(["--cap-drop=ALL"] + [f"--cap-add={n}" for n in kubernetes_names(rec.needed)])
+    return f"# {_verified_phrase(rec)}\n{flags}\n"
 
 
 RENDERERS: dict[str, Callable[[Profile, dict], str]] = {

@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import capabilities, changes, kernel, probes
+from . import capabilities, changes, kernel, probes, syscalls
 from .config import ChangesConfig, Config, FiltersConfig, MODES, ProbeConfig
 from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, ChangeEvent, CheckEvent, decode_comm
 from .usage import EXIT_FAILURE, Parser, fail
 
 STACKS_MAX_ENTRIES = 16384
-CHECK_HEADER = f"{'TIME':<9} {'UID':<6} {'PID':<7} {'COMM':<16} {'CAP':<4} {'NAME':<22} {'AUDIT':<5} VERDICT"
+CHECK_HEADER = f"{'TIME':<9} {'UID':<6} {'PID':<7} {'COMM':<16} {'CAP':<4} {'NAME':<22} {'AUDIT':<5} {'VERDICT':<7} SYSCALL"
 PRCTL_OPTIONS = {8: "PR_SET_KEEPCAPS", 24: "PR_CAPBSET_DROP", 28: "PR_SET_SECUREBITS", 47: "PR_CAP_AMBIENT"}
 AMBIENT_OPS = {1: "PR_CAP_AMBIENT_IS_SET", 2: "PR_CAP_AMBIENT_RAISE", 3: "PR_CAP_AMBIENT_LOWER",
                4: "PR_CAP_AMBIENT_CLEAR_ALL"}
@@ -38,7 +38,8 @@ def parser() -> Parser:
     p.add_argument("-p", "--pid", type=int, help="only this process (thread group id)")
     p.add_argument("-c", "--comm", help="only threads with this name (comm)")
     p.add_argument("--denied-only", action="store_true", help="only checks that were denied")
-    p.add_argument("-v", "--verbose", action="store_true", help="include non-audited checks (fexit and kprobe)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="include non-audited checks (in tracepoint mode, told apart by their kernel caller)")
     p.add_argument("-U", "--user-stack", action="store_true", help="show user stacks, symbolized")
     p.add_argument("-K", "--kernel-stack", action="store_true", help="show kernel stacks of checks, symbolized")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -72,7 +73,8 @@ def config_for(args) -> Config:
 
 
 def defines_for(args) -> dict[str, Optional[int]]:
-    defines: dict[str, Optional[int]] = {"EMIT_EVENTS": None, "STACKS_MAX_ENTRIES": STACKS_MAX_ENTRIES}
+    defines: dict[str, Optional[int]] = {"EMIT_EVENTS": None, "STACKS_MAX_ENTRIES": STACKS_MAX_ENTRIES,
+                                         **probes.noaudit_defines()}
     for flag, define in ((args.user_stack, "USER_STACKS"), (args.kernel_stack, "KERNEL_STACKS"),
                          (args.denied_only, "DENIED_ONLY")):
         if flag:
@@ -94,6 +96,8 @@ class Tracer:
 
     def run(self, loaded: probes.Loaded) -> int:
         self.mode = loaded.mode
+        # Tracepoint mode sees no opts: without -v, checks with a non-audited caller are left out.
+        self.audit_inferred = probes.fill_noaudit_callers(loaded) == "inferred"
         self.checks_module = loaded.modules[0]
         self.checks_module["check_events"].open_perf_buffer(self._on_check, page_cnt=256, lost_cb=self._lost("check"))
         self.changes_module = loaded.modules[1] if len(loaded.modules) > 1 else None
@@ -153,7 +157,7 @@ class Tracer:
             return
         user = self._stack(self.checks_module, event.user_stack, event.tgid, kernel_space=False)
         kern = self._stack(self.checks_module, event.kernel_stack, event.tgid, kernel_space=True)
-        record = check_record(event, comm, self.mode, self._wall(event.ts), user, kern)
+        record = check_record(event, comm, self.mode, self._wall(event.ts), user, kern, self.audit_inferred)
         print(json.dumps(record) if self.args.json else format_check(record), flush=True)
 
     def _on_change(self, cpu: int, data: Any, size: int) -> None:
@@ -201,16 +205,19 @@ class StopSignals:
         return self.received
 
 
-def check_record(event: CheckEvent, comm: str, mode: str, wall: float,
-                 user_stack: Optional[list[str]], kernel_stack: Optional[list[str]]) -> dict:
-    """A check as plain data; audit and insetid are None where the mode cannot see opts."""
+def check_record(event: CheckEvent, comm: str, mode: str, wall: float, user_stack: Optional[list[str]],
+                 kernel_stack: Optional[list[str]], audit_inferred: bool = False) -> dict:
+    """A check as plain data; audit and insetid are None where the mode cannot see opts, but audit
+    is known where tracepoint mode infers it from the kernel caller."""
     sees_opts = mode != "tracepoint"
+    audit_known = sees_opts or audit_inferred
     record = {
         "type": "check", "time": wall, "uid": event.uid, "pid": event.tgid, "tid": event.pid, "comm": comm,
         "cap": event.cap, "name": capabilities.name(event.cap),
-        "audit": (not event.opts & CAP_OPT_NOAUDIT) if sees_opts else None,
+        "audit": (not event.opts & CAP_OPT_NOAUDIT) if audit_known else None,
         "insetid": bool(event.opts & CAP_OPT_INSETID) if sees_opts else None,
         "verdict": "allow" if event.ret == 0 else "deny",
+        "syscall": syscalls.name(event.syscall),
     }
     if user_stack is not None:
         record["user_stack"] = user_stack
@@ -223,7 +230,7 @@ def format_check(record: dict) -> str:
     audit = "-" if record["audit"] is None else str(int(record["audit"]))
     line = (f"{time.strftime('%H:%M:%S', time.localtime(record['time'])):<9} {record['uid']:<6} "
             f"{record['pid']:<7} {record['comm']:<16} {record['cap']:<4} {record['name']:<22} {audit:<5} "
-            f"{record['verdict']}")
+            f"{record['verdict']:<7} {record['syscall']}")
     return "\n".join([line] + _stack_lines(record, "user_stack") + _stack_lines(record, "kernel_stack"))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter import __version__
 from support import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -118,10 +119,12 @@ def test_daemonset_runs_unprivileged_with_only_the_capabilities_it_needs():
     pod = load_yaml(KUBE / "daemonset.yaml")["spec"]["template"]["spec"]
     assert pod["hostPID"] is True
     (container,) = pod["containers"]
-    assert container["image"] == "capability-exporter:latest"
+    # A tag users can pin (the package's version), not :latest.
+    assert container["image"] == f"capability-exporter:{__version__}"
     # args replace the image's CMD: they must name the config file the image carries.
     assert container["args"] == ["--config.file=/etc/capability-exporter/config.yaml", "--web.listen-address=:9661"]
     security = container["securityContext"]
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert security["privileged"] is False
     assert security["runAsUser"] == 0
     assert security["readOnlyRootFilesystem"] is True
@@ -129,6 +132,9 @@ def test_daemonset_runs_unprivileged_with_only_the_capabilities_it_needs():
         "drop": ["ALL"],
         "add": ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SETPCAP"],
     }
+    # Both limits: a runaway exporter must not starve the node it watches.
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    assert set(container["resources"]["requests"]) == {"cpu", "memory"}
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"metrics": 9661}
     for probe in ("livenessProbe", "readinessProbe"):
@@ -153,8 +159,36 @@ def test_service_is_headless_and_selects_the_daemonset_pods():
     assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("metrics", 9661)]
 
 
+def validate_custom_resources(*documents: dict) -> subprocess.CompletedProcess:
+    """prometheus-operator's schemas (npm's @kubernetes-models/prometheus-operator, installed by make test)."""
+    script = ROOT / "tests" / "schemas" / "validate_crds.mjs"
+    if not (script.parent / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
+        pytest.fail("the prometheus-operator schemas are not installed: run make test (npm install --prefix tests/schemas)")
+    return subprocess.run([tool("node", "Node.js"), str(script)], input=json.dumps(documents), capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("name", ["servicemonitor.yaml", "prometheusrule.yaml"])
+def test_custom_resource_matches_the_prometheus_operator_schema(name):
+    done = validate_custom_resources(load_yaml(KUBE / name))
+    assert done.returncode == 0 and done.stdout.startswith("valid: monitoring.coreos.com/v1 "), done.stdout + done.stderr
+
+
+def test_the_prometheus_operator_schema_rejects_a_broken_resource():
+    """The validator can fail: a port given as a number and a rule group without its rules."""
+    monitor = load_yaml(KUBE / "servicemonitor.yaml")
+    monitor["spec"]["endpoints"][0]["port"] = 9661
+    rule = load_yaml(KUBE / "prometheusrule.yaml")
+    rule["spec"]["groups"][0]["rules"] = "none"
+    done = validate_custom_resources(monitor, rule)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("invalid: monitoring.coreos.com/v1 ServiceMonitor") and "port" in lines[0], lines
+    assert lines[1].startswith("invalid: monitoring.coreos.com/v1 PrometheusRule") and "rules" in lines[1], lines
+
+
 def check_custom_resource(resource: dict, kind: str) -> None:
-    """CRDs have no schema in kubernetes-validate: check the fields every object needs."""
+    """The fields every object of ours needs, beyond its schema."""
     assert resource["apiVersion"] == "monitoring.coreos.com/v1"
     assert resource["kind"] == kind
     assert resource["metadata"]["name"] == "capability-exporter"
@@ -245,9 +279,19 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage, FROM first."""
+    stages: list[list[tuple[str, str]]] = []
+    for op, args in dockerfile_instructions():
+        if op == "FROM":
+            stages.append([])
+        stages[-1].append((op, args))
+    return stages
+
+
 def test_dockerfile_installs_bcc_from_debian_without_kernel_headers():
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "debian:bookworm-slim")
+    assert {args.split()[0] for op, args in instructions if op == "FROM"} == {"debian:bookworm-slim"}
     runs = " ".join(args for op, args in instructions if op == "RUN")
     assert "python3-bpfcc" in runs and "python3-venv" in runs
     assert "--no-install-recommends" in runs
@@ -259,8 +303,24 @@ def test_dockerfile_installs_bcc_from_debian_without_kernel_headers():
     assert ("COPY", "config/default.yaml /etc/capability-exporter/config.yaml") in instructions
 
 
+def test_the_image_that_runs_carries_no_build_tools_or_sources():
+    """The last stage: Debian's BCC and the venv copied from the build stage, not pip, venv or the sources."""
+    build, final = dockerfile_stages()
+    assert build[0] == ("FROM", "debian:bookworm-slim AS build")
+    assert final[0] == ("FROM", "debian:bookworm-slim")
+    final_runs = " ".join(args for op, args in final if op == "RUN")
+    assert "python3-bpfcc" in final_runs and "python3-venv" not in final_runs and "pip" not in final_runs
+    copies = [args for op, args in final if op == "COPY"]
+    assert copies == ["--from=build /opt/capability-exporter /opt/capability-exporter",
+                      "config/default.yaml /etc/capability-exporter/config.yaml"]
+    build_runs = " ".join(args for op, args in build if op == "RUN")
+    assert "pip uninstall -y --disable-pip-version-check setuptools pip" in build_runs
+
+
 def dockerfile_copies() -> list[tuple[list[str], str]]:
-    return [(shlex.split(args)[:-1], shlex.split(args)[-1]) for op, args in dockerfile_instructions() if op == "COPY"]
+    """COPYs from the build context (not from another stage): (sources, destination)."""
+    return [(shlex.split(args)[:-1], shlex.split(args)[-1]) for op, args in dockerfile_instructions()
+            if op == "COPY" and not args.startswith("--from=")]
 
 
 def test_dockerignore_keeps_what_the_dockerfile_copies():

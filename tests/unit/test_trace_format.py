@@ -25,13 +25,13 @@ def test_syscall_args(syscall, args, path, shown):
 
 def check_event(cap=0, ret=-1, opts=0):
     return CheckEvent(ts=0, pid=11, tgid=10, uid=1000, cap=cap, ret=ret, opts=opts, user_stack=-1, kernel_stack=-1,
-                      comm=b"tcpdump")
+                      syscall=260, comm=b"tcpdump")
 
 
 def test_check_line_has_capable_columns_and_dash_for_unknown_audit():
     record = check_record(check_event(), "tcpdump", "tracepoint", 0.0, None, None)
     fields = format_check(record).split()
-    assert fields[1:] == ["1000", "10", "tcpdump", "0", "CAP_CHOWN", "-", "deny"]
+    assert fields[1:] == ["1000", "10", "tcpdump", "0", "CAP_CHOWN", "-", "deny", "fchownat"]
     assert record["audit"] is None and record["verdict"] == "deny"
 
 
@@ -54,3 +54,8 @@ def test_change_block_marks_what_changed():
     assert "cap_bset:        0x0000000000001fff -> 0x0000000000000fff  * -CAP_NET_ADMIN" in text
     assert "securebits:      0x00000000 -> 0x00000010  * +SECBIT_KEEP_CAPS" in text
     assert "cap_effective:   0x0000000000000000\n" in text
+
+
+def test_tracepoint_mode_shows_the_audit_it_infers_from_the_kernel_caller():
+    record = check_record(check_event(opts=2), "x", "tracepoint", 0, None, None, audit_inferred=True)
+    assert record["audit"] is False and record["insetid"] is None
