@@ -31,6 +31,7 @@ LANDING = """<!DOCTYPE html>
 </html>
 """
 PROFILES_VERSION = 1
+MAX_SHARED_FORMATS = 8
 
 # (documents, comms that have one) for one comm (a name) or for the first ones (None)
 Profiles = Callable[[Optional[str]], "tuple[dict[str, dict], int]"]
@@ -132,11 +133,16 @@ def _metrics(registry: CollectorRegistry) -> Callable:
     def serve(environ: dict, start_response: Callable) -> Iterable[bytes]:
         params = parse_qs(environ.get("QUERY_STRING", ""))
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
+        with lock:
+            # The content type echoes the version the client asked for: only a few are shared.
+            fresh = shared.get(content_type)
+            if fresh is None and len(shared) < MAX_SHARED_FORMATS:
+                fresh = shared[content_type] = Fresh(lambda: encoder(registry))
         if "name[]" in params:
             output = encoder(registry.restricted_registry(params["name[]"]))
+        elif fresh is None:
+            output = encoder(registry)
         else:
-            with lock:
-                fresh = shared.setdefault(content_type, Fresh(lambda: encoder(registry)))
             output = fresh.get()
         headers = [("Content-Type", content_type)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
@@ -145,6 +151,7 @@ def _metrics(registry: CollectorRegistry) -> Callable:
         start_response("200 OK", headers)
         return [output]
 
+    serve.shared = shared  # type: ignore[attr-defined]  # for tests
     return serve
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.server import Fresh, ListenError, app, check_address, hardened, parse_address
+from exporter.server import MAX_SHARED_FORMATS, Fresh, ListenError, _metrics, app, check_address, hardened, parse_address
 
 
 @pytest.mark.parametrize(
@@ -139,3 +139,13 @@ def test_a_failed_run_fails_its_waiters_and_the_next_run_starts_afresh():
 def test_bad_profile_requests_get_one_line(query, status, text):
     got_status, _, body = call("/profiles", query)
     assert got_status == status and text in body and body.count("\n") == 1
+
+
+def test_made_up_format_versions_are_served_but_not_kept():
+    metrics = _metrics(CollectorRegistry())
+    for version in range(50):
+        status = []
+        metrics({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET",
+                 "HTTP_ACCEPT": f"application/openmetrics-text; version={version}.0"}, lambda s, h: status.append(s))
+        assert status == ["200 OK"]
+    assert len(metrics.shared) == MAX_SHARED_FORMATS
