@@ -2,6 +2,7 @@
 # make test: install what is missing, then run every test, real-kernel tests included (as root).
 # make test-kernels: the same real-kernel suite per attach mode, here and on other kernels under QEMU.
 # make test-container: the Dockerfile built with podman and run as the README says, with exact counts.
+# make bench-http: the HTTP endpoint's load figures (latency, throughput, RSS), as in docs/http.md.
 
 PYTHON := /usr/bin/python3
 VENV := .venv
@@ -27,7 +28,7 @@ VNG_VENV := .vng
 VNG_STAMP := $(VNG_VENV)/.installed
 QEMU_PACKAGES := qemu-system-x86 busybox-static
 
-.PHONY: run test test-unit test-kernel test-kernels kernel-images deps clean test-container container-tools
+.PHONY: run test test-unit test-kernel test-kernels bench-http kernel-images deps clean test-container container-tools
 
 run: $(STAMP)
 	$(VENV)/bin/capability-exporter --config.file config/default.yaml
@@ -44,6 +45,9 @@ test-kernel: $(TEST_STAMP)
 test-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
 	$(VENV)/bin/python tests/kernel_matrix.py --vng $(VNG_VENV)/bin/vng --out $(MATRIX_OUT) \
 	    --markdown $(MATRIX_OUT)/matrix.md $(KERNELS)
+
+bench-http: $(TEST_STAMP)
+	$(VENV)/bin/python tests/bench_http.py
 
 deps: $(TEST_STAMP)
 

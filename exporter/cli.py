@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
+import ssl
 import signal
 import sys
 import threading
@@ -12,7 +14,7 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__, config, kernel, loader, privileges, progstats, server, webconfig
+from . import __version__, config, httpd, kernel, loader, privileges, progstats, server, webconfig
 from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from .cgroups import CgroupNames
 from .collector import CapabilityCollector, ProbeInfo, UnusedSettings
@@ -40,6 +42,19 @@ def parser() -> argparse.ArgumentParser:
                    help="TLS and basic auth, in Prometheus exporter-toolkit's web config format")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                    help="path under which to serve metrics (default /metrics)")
+    limits = httpd.Limits()
+    p.add_argument("--web.max-connections", dest="max_connections", type=_count(1, 1 << 20),
+                   default=limits.max_connections, metavar="N",
+                   help="open connections held at most; past it the longest idle is closed "
+                        f"(default {limits.max_connections})")
+    p.add_argument("--web.max-workers", dest="workers", type=_count(1, 1024), default=limits.workers, metavar="N",
+                   help=f"threads answering requests (default {limits.workers})")
+    p.add_argument("--web.read-header-timeout", dest="header_timeout", type=_duration, metavar="DURATION",
+                   default=limits.header_timeout,
+                   help=f"time a client has to send a request's headers (default {limits.header_timeout:g}s)")
+    p.add_argument("--web.idle-timeout", dest="idle_timeout", type=_duration, metavar="DURATION",
+                   default=limits.idle_timeout,
+                   help=f"time a connection may wait idle (default {limits.idle_timeout:g}s)")
     p.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG, metavar="FILE",
                    help=f"YAML config file (default {DEFAULT_CONFIG})")
     p.add_argument("--config.check", dest="config_check", action="store_true",
@@ -52,6 +67,23 @@ def parser() -> argparse.ArgumentParser:
                    help="debug, info, warn or error (default info)")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
+
+
+def _count(low: int, high: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high} (got {text!r})")
+        return int(text)
+
+    return parse
+
+
+def _duration(text: str) -> float:
+    """A Prometheus-style duration: 500ms, 10s, 2m, 1h."""
+    match = re.fullmatch(r"(\d{1,6})(ms|s|m|h)", text)
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"must be a duration above zero such as 500ms, 10s or 2m (got {text!r})")
+    return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 class _LogfmtFormatter(logging.Formatter):
@@ -71,8 +103,13 @@ def _setup_logging(level: str) -> None:
 
 
 def _load_config(args: argparse.Namespace) -> config.Config:
+    """The config file with the flags over it; every flag is checked here, for --config.check too."""
     if not args.telemetry_path.startswith("/"):
         fail(f"--web.telemetry-path must start with '/' (got {args.telemetry_path!r})", EXIT_USAGE)
+    try:
+        server.check_address(args.listen)
+    except server.ListenError as err:
+        fail(str(err), EXIT_USAGE)
     try:
         cfg = config.load(args.config_file)
     except config.ConfigError as err:
@@ -110,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     _setup_logging(args.log_level)
     cfg = _load_config(args)
     if args.config_check:
-        _web(args, None)  # a bad web config fails the check too
+        _web(args)  # a bad web config fails the check too
         return _check(cfg)
     return _serve(args, cfg)
 
@@ -123,18 +160,25 @@ def _check(cfg: config.Config) -> int:
     return 0
 
 
-def _web(args: argparse.Namespace, application):
-    """The application behind basic auth, and the TLS context, from --web.config.file."""
+def _web(args: argparse.Namespace) -> tuple[webconfig.WebConfig, Optional[ssl.SSLContext]]:
+    """The web config from --web.config.file and its TLS context (None without TLS)."""
     if not args.web_config:
-        return application, None
+        return webconfig.WebConfig(), None
     try:
         web = webconfig.load(args.web_config)
-        tls = webconfig.ssl_context(web.tls_server_config, args.web_config)
+        return web, webconfig.ssl_context(web.tls_server_config, args.web_config)
     except config.ConfigError as err:
         fail(f"invalid web config {err}", EXIT_USAGE)
-    if web.basic_auth_users:
-        application = webconfig.BasicAuth(application, web.basic_auth_users)
-    return application, tls
+
+
+def _limits(args: argparse.Namespace) -> httpd.Limits:
+    """The server's bounds from the flags, within the open-file limit."""
+    wanted = httpd.Limits(max_connections=args.max_connections, workers=args.workers,
+                          header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
+    try:
+        return httpd.within_open_files(wanted)
+    except httpd.TooFewFiles as err:
+        fail(str(err), EXIT_FAILURE)
 
 
 def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -142,14 +186,22 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
     mode = {"name": "starting"}
     collector: list[CapabilityCollector] = []  # filled once attached; /profiles is empty before
 
-    def profiles() -> dict[str, dict]:
-        return collector[0].profiles() if collector else {}
+    def profiles(comm: Optional[str]) -> tuple[dict[str, dict], int]:
+        return collector[0].profiles(cfg.unused.max_comms, comm) if collector else ({}, 0)
 
-    application, tls = _web(args, server.app(registry, args.telemetry_path, lambda: mode["name"], profiles))
+    # Until the signal is waited for below, a SIGHUP must not end the process (its default).
+    signal.signal(signal.SIGHUP, lambda *_: log.info("received SIGHUP while starting; the web config is being read"))
+    web, tls = _web(args)
+    auth = webconfig.BasicAuth(server.app(registry, args.telemetry_path, lambda: mode["name"], profiles,
+                                          cfg.unused.max_comms), web.basic_auth_users)
+    limits = _limits(args)
     try:
-        httpd = server.bind(args.listen, application, tls)
+        host, port = server.check_address(args.listen)
+        sock = httpd.listening_socket(host, port)  # before any BPF work, so that a busy port fails first
     except server.ListenError as err:
         fail(str(err), EXIT_USAGE)
+    except OSError as err:
+        fail(f"cannot listen on {args.listen}: {err.strerror}", EXIT_USAGE)
     stats_fd = progstats.enable() if cfg.probe.bpf_stats else None
     attachment, maps = _attach(cfg)
     mode["name"] = attachment.mode
@@ -166,20 +218,40 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
         )
     )
     registry.register(collector[0])
-    # Block the stop signals in every thread and wait for them here: a signal the kernel
-    # delivers to the HTTP thread would otherwise never wake the main thread.
+    # Block the signals in every thread and wait for them here: a signal the kernel
+    # delivers to an HTTP thread would otherwise never wake the main thread.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    thread = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals | {signal.SIGHUP})
+    http = httpd.Server(sock, server.hardened(auth), limits, tls)
+    http.prepare()
+    thread = threading.Thread(target=http.serve, name="http", daemon=True)
     thread.start()
-    log.info("serving metrics on %s%s", args.listen, args.telemetry_path)
-    received = signal.sigwait(stop_signals)
+    log.info("serving metrics on %s%s%s (at most %d connections, %d workers)", "https://" if tls else "",
+             args.listen, args.telemetry_path, limits.max_connections, limits.workers)
+    while (received := signal.sigwait(stop_signals | {signal.SIGHUP})) == signal.SIGHUP:
+        _reload(args, http, auth)
     log.info("received %s; detaching from cap_capable", signal.Signals(received).name)
-    httpd.shutdown()
-    httpd.server_close()
+    http.stop()
     attachment.close()
     progstats.disable(stats_fd)
     return 0
+
+
+def _reload(args: argparse.Namespace, http: httpd.Server, auth: webconfig.BasicAuth) -> None:
+    """SIGHUP: the web config again (rotated certificates, changed users) for new connections."""
+    if not args.web_config:
+        log.info("received SIGHUP; no --web.config.file to re-read, nothing changed")
+        return
+    try:
+        web = webconfig.load(args.web_config)
+        tls = webconfig.ssl_context(web.tls_server_config, args.web_config)
+    except config.ConfigError as err:
+        log.error("received SIGHUP; kept the web config in use, the file is invalid: %s", err)
+        return
+    http.set_tls(tls)
+    auth.set_users(web.basic_auth_users)
+    log.info("received SIGHUP; re-read %s: TLS %s, %d basic auth users", args.web_config,
+             "on" if tls else "off", len(web.basic_auth_users))
 
 
 def _cgroup_root(labels: config.LabelsConfig) -> Optional[str]:

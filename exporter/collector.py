@@ -330,8 +330,12 @@ class CapabilityCollector(Collector):
         )
         return [family, left_out]
 
-    def profiles(self) -> dict[str, dict]:
-        """Per comm, the document `capability-exporter run --format json` makes, from the maps and /proc."""
+    def profiles(self, limit: int, only: Optional[str] = None) -> tuple[dict[str, dict], int]:
+        """Per comm, the document `capability-exporter run --format json` makes, from the maps and /proc.
+
+        Only one comm's, or the first `limit` comms' in name order (as capability_unused keeps
+        them); with the number of comms that have a profile.
+        """
         noaudit = self.probe.noaudit
         if noaudit == "included" and not self.labels.opts:
             noaudit = "unknown"
@@ -354,7 +358,9 @@ class CapabilityCollector(Collector):
         if self.unused is not None:
             for comm in filter(self.unused.keep_comm, held):
                 of(comm)
-        return {comm: profile.document(profiles[comm], comm=comm) for comm in sorted(profiles)}
+        chosen = [only] if only is not None else sorted(profiles)[:limit]
+        documents = {name: profile.document(profiles[name], comm=name) for name in chosen if name in profiles}
+        return documents, len(profiles)
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

@@ -58,7 +58,7 @@ def _each(check: Callable[[Any], Optional[str]]) -> Callable[[tuple], Optional[s
 def _regex(pattern: str) -> Optional[str]:
     try:
         re.compile(pattern)
-    except re.error as err:
+    except (re.error, OverflowError, RecursionError) as err:
         return f"bad regular expression {pattern!r}: {err}"
     return None
 
@@ -148,10 +148,7 @@ def load(path: str) -> Config:
 
 
 def parse(text: str, source: str = "<config>") -> Config:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(source, [_yaml_problem(err)]) from None
+    data = parse_yaml(text.encode(), source)
     return build(Config, {} if data is None else data, source)
 
 
@@ -164,15 +161,69 @@ def build(cls: type, data: Any, source: str) -> Any:
     return value
 
 
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that also refuses duplicate keys, aliases (a billion laughs) and deep nesting."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not supported",
+                                              event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the constructor says so itself
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(data: bytes, source: str) -> Any:
+    """Parsed YAML of a config file's bytes; ConfigError for anything but a small, plain, UTF-8 document."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(source, [f"larger than {MAX_FILE_BYTES >> 20} MiB: not a config file"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, [f"not UTF-8 text: byte {err.start} is 0x{data[err.start]:02x}"]) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(source, [_yaml_problem(err)]) from None
+    except (ValueError, OverflowError, RecursionError, MemoryError) as err:  # e.g. a date of month 13
+        raise ConfigError(source, [f"not valid YAML: {type(err).__name__}: {str(err)[:200]}"]) from None
+
+
 def load_yaml(path: str) -> Any:
     """Parsed YAML of a file; ConfigError for a file that cannot be read or parsed."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f.read())
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as err:
         raise ConfigError(path, [f"cannot read the file: {err.strerror}"]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError(path, [_yaml_problem(err)]) from None
+    except ValueError as err:  # a NUL in the path
+        raise ConfigError(path, [f"cannot read the file: {err}"]) from None
+    return parse_yaml(data, path)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -3,27 +3,21 @@
 prometheus_client formats every sample anew at every scrape (label names validated, label values
 escaped and sorted, the value converted), which at 10k series costs more than reading the maps.
 A RenderedFamily holds each series as its label text, escaped and sorted once (the collector
-caches it per map key across scrapes), and the value; this module writes those lines directly,
+caches it per map key across scrapes), and the value; encode() writes those lines directly,
 in either text format, and hands every other family to prometheus_client's own encoder, so
 that headers, small families and unusual requests come out exactly as prometheus_client makes
-them.
+them. server.py serves what encode() makes.
 """
 
 from __future__ import annotations
 
-import gzip
 from typing import Callable, Iterable, Iterator, Sequence
-from urllib.parse import parse_qs
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-# Prometheus's own client (Go) compresses at the default level; level 9, prometheus_client's,
-# took longer than building the output at 10k series, for a few percent less.
-GZIP_LEVEL = 6
 # Name escaping schemes under which a valid legacy name (all of ours) is written as it is.
 PLAIN_ESCAPING = (UNDERSCORES, ALLOWUTF8)
 OPENMETRICS = "application/openmetrics-text"
@@ -120,28 +114,3 @@ def encode(families: list[Metric], encoder: Callable, content_type: str) -> byte
     if openmetrics:
         parts.append(EOF)
     return b"".join(parts)
-
-
-def make_wsgi_app(registry, gzip_level: int = GZIP_LEVEL) -> Callable:
-    """prometheus_client.make_wsgi_app, writing RenderedFamilies' lines directly."""
-
-    def metrics(environ: dict, start_response: Callable) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method == "OPTIONS":
-            start_response("200 OK", [("Allow", "OPTIONS,GET")])
-            return [b""]
-        if method != "GET":
-            start_response("405 Method Not Allowed", [("Allow", "OPTIONS,GET")])
-            return [f"# HTTP 405 Method Not Allowed: {method}; use OPTIONS or GET\n".encode()]
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
-        params = parse_qs(environ.get("QUERY_STRING", ""))
-        source = registry.restricted_registry(params["name[]"]) if "name[]" in params else registry
-        output = encode(list(source.collect()), encoder, content_type)
-        headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
-            output = gzip.compress(output, compresslevel=gzip_level)
-            headers.append(("Content-Encoding", "gzip"))
-        start_response("200 OK", headers)
-        return [output]
-
-    return metrics

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import html
 import json
 import logging
 import socket
-import ssl
-from socketserver import ThreadingMixIn
+import threading
 from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from . import __version__, exposition
 
@@ -30,6 +30,11 @@ LANDING = """<!DOCTYPE html>
 </body>
 </html>
 """
+PROFILES_VERSION = 1
+MAX_SHARED_FORMATS = 8
+
+# (documents, comms that have one) for one comm (a name) or for the first ones (None)
+Profiles = Callable[[Optional[str]], "tuple[dict[str, dict], int]"]
 
 
 class ListenError(Exception):
@@ -48,34 +53,65 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def _server_class(host: str) -> type:
-    """A server class of the address family the host resolves to (IPv6 when it is one)."""
-    family = socket.AF_INET
+def check_address(address: str) -> tuple[str, int]:
+    """parse_address, and the host resolves: what start-up and --config.check both refuse."""
+    host, port = parse_address(address)
     if host:
         try:
-            family = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        except socket.gaierror as err:
-            raise ListenError(f"cannot resolve listen host {host!r}: {err.strerror}") from None
-    return type("Server", (_ThreadingServer,), {"address_family": family})
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError) as err:
+            reason = err.strerror if isinstance(err, socket.gaierror) else "not a valid host name"
+            raise ListenError(f"cannot resolve listen host {host!r}: {reason}") from None
+    return host, port
+
+
+class Fresh:
+    """Concurrent requests share one run of produce(), each one a run that began after it arrived.
+
+    A hundred scrapers at once then cost about one collection per collection time, and none
+    gets counts older than its request.
+    """
+
+    def __init__(self, produce: Callable[[], bytes]):
+        self.produce = produce
+        self.ready = threading.Condition()
+        self.started = 0
+        self.finished = 0
+        self.running = False
+        self.result: bytes | BaseException = b""
+
+    def get(self) -> bytes:
+        with self.ready:
+            wanted = self.started + 1
+            while self.finished < wanted:
+                if self.running:
+                    self.ready.wait()
+                    continue
+                self.started += 1
+                self.running = True
+                self.ready.release()
+                try:
+                    result: bytes | BaseException = self.produce()
+                except Exception as err:  # every waiter of this run gets it
+                    result = err
+                finally:
+                    self.ready.acquire()
+                self.result, self.finished, self.running = result, self.started, False
+                self.ready.notify_all()
+            if isinstance(self.result, BaseException):
+                raise self.result
+            return self.result
 
 
 def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str],
-        profiles: Optional[Callable[[], dict[str, dict]]] = None) -> Callable:
-    metrics = exposition.make_wsgi_app(registry)
+        profiles: Optional[Profiles] = None, max_profiles: int = 100) -> Callable:
+    metrics = _metrics(registry)
 
     def route(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return _plain(start_response, "405 Method Not Allowed", "only GET and HEAD are served\n")
+            return _plain(start_response, "405 Method Not Allowed", "only GET and HEAD are served\n",
+                          [("Allow", "GET, HEAD")])
         if path == telemetry_path:
             return metrics(environ, start_response)
         if path == "/":
@@ -83,14 +119,68 @@ def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [page.encode()]
         if path == "/profiles" and profiles is not None:
-            return _profiles(start_response, profiles, environ.get("QUERY_STRING", ""))
+            return _profiles(start_response, profiles, max_profiles, environ.get("QUERY_STRING", ""))
         return _plain(start_response, "404 Not Found", f"not found; metrics are at {telemetry_path}\n")
 
     return route
 
 
-def _profiles(start_response: Callable, profiles: Callable[[], dict[str, dict]], query: str) -> list[bytes]:
-    """All comms' profiles, or one comm's with ?comm=NAME."""
+def _metrics(registry: CollectorRegistry) -> Callable:
+    """prometheus_client's exposition formats, gzip and name[] filters, with concurrent scrapes shared."""
+    shared: dict[str, Fresh] = {}
+    lock = threading.Lock()
+
+    def serve(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""))
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
+
+        def render(source) -> bytes:
+            # prometheus_client's format, with the big families' lines written directly.
+            return exposition.encode(list(source.collect()), encoder, content_type)
+
+        with lock:
+            # The content type echoes the version the client asked for: only a few are shared.
+            fresh = shared.get(content_type)
+            if fresh is None and len(shared) < MAX_SHARED_FORMATS:
+                fresh = shared[content_type] = Fresh(lambda: render(registry))
+        if "name[]" in params:
+            output = render(registry.restricted_registry(params["name[]"]))
+        elif fresh is None:
+            output = render(registry)
+        else:
+            output = fresh.get()
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
+            output = gzip.compress(output, compresslevel=6)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [output]
+
+    serve.shared = shared  # type: ignore[attr-defined]  # for tests
+    return serve
+
+
+def hardened(application: Callable) -> Callable:
+    """Every response: nosniff, a Content-Length, and no body for HEAD."""
+
+    def serve(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        if head:
+            environ = {**environ, "REQUEST_METHOD": "GET"}
+        response: list = []
+        body = b"".join(application(environ, lambda status, headers, exc_info=None: response.extend((status,
+                                                                                                       headers))))
+        status, headers = response
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-content-type-options")]
+        headers += [("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")]
+        start_response(status, headers)
+        return [] if head else [body]
+
+    return serve
+
+
+def _profiles(start_response: Callable, profiles: Profiles, limit: int, query: str) -> list[bytes]:
+    """The first `limit` comms' profiles (saying how many were left out), or one comm's with ?comm=NAME."""
     try:
         params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=8)
     except ValueError as err:
@@ -98,29 +188,27 @@ def _profiles(start_response: Callable, profiles: Callable[[], dict[str, dict]],
     unknown = sorted(set(params) - {"comm"})
     if unknown or len(params.get("comm", [])) > 1:
         return _plain(start_response, "400 Bad Request", "the only parameter is comm, given once\n")
-    documents = profiles()
     if "comm" in params:
         comm = params["comm"][0]
+        documents, _ = profiles(comm)
         if comm not in documents:
-            return _plain(start_response, "404 Not Found", f"no profile for comm {comm!r}\n")
-        documents = documents[comm]
+            return _plain(start_response, "404 Not Found", "no profile for this comm\n")
+        return _json(start_response, documents[comm])
+    documents, comms = profiles(None)
+    return _json(start_response, {
+        "version": PROFILES_VERSION,
+        "max_comms": limit,
+        "comms": comms,
+        "truncated": comms > len(documents),
+        "profiles": documents,
+    })
+
+
+def _json(start_response: Callable, document: dict) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "application/json")])
-    return [json.dumps(documents, indent=2).encode() + b"\n"]
+    return [json.dumps(document, indent=2).encode() + b"\n"]
 
 
-def _plain(start_response: Callable, status: str, text: str) -> list[bytes]:
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+def _plain(start_response: Callable, status: str, text: str, extra: Optional[list] = None) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *(extra or [])])
     return [text.encode()]
-
-
-def bind(address: str, application: Callable, tls: Optional[ssl.SSLContext] = None) -> WSGIServer:
-    """Bind and listen now, so that a busy port fails before any BPF work is done."""
-    host, port = parse_address(address)
-    try:
-        httpd = make_server(host, port, application, server_class=_server_class(host), handler_class=_QuietHandler)
-    except OSError as err:
-        raise ListenError(f"cannot listen on {address}: {err.strerror}") from None
-    if tls is not None:
-        # The handshake happens in the request's thread, not in the accept loop.
-        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
-    return httpd

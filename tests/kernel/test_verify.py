@@ -78,15 +78,24 @@ def notify_socket(public_dir):
         yield {**os.environ, "NOTIFY_SOCKET": str(path)}
 
 
-def test_ping_is_not_granted_the_setpcap_its_capset_asks_for(tmp_path):
+def capset_check_seen(doc: dict, attach_mode: str) -> bool:
+    """Whether capset()'s CAP_SETPCAP check was seen. The tracepoint, inside cap_capable(), sees
+    every copy of it; fexit and kprobe miss it where the kernel inlines cap_capable() into
+    cap_capset() (Debian's 6.1), and then there is no such check to recommend."""
+    seen = any(c["capability"] == "CAP_SETPCAP" and c["caller"] == "cap_capset" for c in doc["checks"])
+    assert seen or attach_mode != "tracepoint", doc["checks"]
+    return seen
+
+
+def test_ping_is_not_granted_the_setpcap_its_capset_asks_for(tmp_path, attach_mode):
     command = ["ping", "-c", "1", "-W", "5", "127.0.0.1"]
     unverified, doc = verified(tmp_path, command)
     rec = doc["recommendation"]
     # Even unverified: capset's CAP_SETPCAP check is a known probe site.
     assert "CAP_SETPCAP" not in unverified
-    assert "CAP_SETPCAP" in {c["capability"] for c in doc["checks"] if c["granted"] and c["caller"] == "cap_capset"}
     assert rec["needed"] == ["CAP_NET_RAW"]
-    assert "CAP_SETPCAP" in [n["capability"] for n in rec["not_needed"]]
+    if capset_check_seen(doc, attach_mode):
+        assert "CAP_SETPCAP" in [n["capability"] for n in rec["not_needed"]]
     assert_minimal(rec["needed"], command, as_nobody=True)
 
 
@@ -112,14 +121,20 @@ def test_systemd_notify_falls_back_from_its_privileged_sends(tmp_path, notify_so
 
 
 @pytest.mark.parametrize("command, over_granted", [
-    (["ps", "aux"], "CAP_SYS_PTRACE"),        # reads what it may of other users' processes
+    # Reads what it may of other users' processes. fexit and kprobe see that most of its
+    # CAP_SYS_PTRACE checks are non-audited (PTRACE_MODE_NOAUDIT); the tracepoint cannot, and
+    # counts those whose ns_capable_noaudit() is inlined as audited: --verify removes them.
+    (["ps", "aux"], None),
     (["sysctl", "-a"], "CAP_SYS_ADMIN"),      # prints the keys it may read, warns of the others
 ])
-def test_programs_that_read_what_they_may_need_nothing(tmp_path, command, over_granted):
+def test_programs_that_read_what_they_may_need_nothing(tmp_path, attach_mode, command, over_granted):
     unverified, doc = verified(tmp_path, command)
-    assert over_granted in unverified
+    if over_granted or attach_mode == "tracepoint":
+        assert unverified, "the unverified recommendation over-grants"
+    if over_granted:
+        assert over_granted in unverified
     assert doc["recommendation"]["needed"] == []
-    assert over_granted in [n["capability"] for n in doc["recommendation"]["not_needed"]]
+    assert [n["capability"] for n in doc["recommendation"]["not_needed"]] == unverified
     assert_minimal([], command, as_nobody=True)
 
 
@@ -165,13 +180,14 @@ def test_minimal_recommendations_come_out_of_verify_unchanged(tmp_path, program,
     assert_minimal(expected, command, as_nobody=not as_root)
 
 
-def test_capset_that_raises_the_inheritable_set_keeps_setpcap(tmp_path):
+def test_capset_that_raises_the_inheritable_set_keeps_setpcap(tmp_path, attach_mode):
     code, doc, err = run_json(tmp_path, ["capsh", "--inh=cap_net_raw", "--", "-c", "true"])
     assert code == 0, err
     raised = [c for c in doc["changes"] if (c["syscall"], c["set"], c["direction"]) == ("capset", "inheritable",
                                                                                       "gained")]
     assert raised, doc["changes"]
-    assert "CAP_SETPCAP" in doc["recommendation"]["needed"]
+    seen = capset_check_seen(doc, attach_mode)
+    assert ("CAP_SETPCAP" in doc["recommendation"]["needed"]) == seen
 
 
 def test_the_reason_for_a_chown_names_fchownat_and_the_function_that_asked(tmp_path, root_owned_file):

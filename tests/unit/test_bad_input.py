@@ -39,10 +39,13 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def _usage_error(tmp_path, flag: str, text: str) -> str:
-    """Run the CLI with a file of this text behind flag; its one error line, after exit status 2."""
+def _usage_error(tmp_path, flag: str, text) -> str:
+    """Run the CLI with a file of this text (or bytes) behind flag; its one error line, after exit status 2."""
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     done = run_exporter(flag, str(path), "--config.check")
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
@@ -114,6 +117,68 @@ BAD_WEB_CONFIGS = [
 def test_bad_web_config_stops_start_up_with_one_line_and_exit_2(tmp_path, name, text, expected):
     line = _usage_error(tmp_path, "--web.config.file", text)
     assert "invalid web config" in line and expected in line
+
+
+HASH = "$2b$04$" + "a" * 53  # well formed; no password matches it
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+# Files no config or web config should be: each gets one line and exit 2, not a traceback.
+HOSTILE_FILES = [
+    ("config not UTF-8", "--config.file", b"probe: {mode: \xff\xfe}\n", "not UTF-8 text: byte 14 is 0xff"),
+    ("config in UTF-16", "--config.file", "probe: {}\n".encode("utf-16"), "not UTF-8 text"),
+    ("config nested in flow style", "--config.file", b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+     "nested more than 32 levels deep"),
+    ("config nested in block style", "--config.file",
+     "".join(f"{' ' * i}k{i}:\n" for i in range(500)).encode(), "nested more than 32 levels deep"),
+    ("config of 2 MiB", "--config.file", b"# " + b"x" * (2 << 20) + b"\n", "larger than 1 MiB"),
+    ("config duplicate section", "--config.file", b"probe: {mode: auto}\nprobe: {mode: kprobe}\n",
+     "duplicate key 'probe'"),
+    ("config duplicate nested key", "--config.file", b"maps:\n  checks_max_entries: 1\n  checks_max_entries: 2\n",
+     "duplicate key 'checks_max_entries'"),
+    ("config billion laughs", "--config.file", LAUGHS.encode(), "aliases (*a) are not supported"),
+    ("config python tag", "--config.file", b"probe: !!python/object/apply:os.system ['true']\n",
+     "could not determine a constructor"),
+    ("config impossible date", "--config.file", b"probe: {mode: 2024-13-45}\n", "not valid YAML"),
+    ("config huge repetition", "--config.file", b"filters: {comm_include: ['a{99999999999999999999}']}\n",
+     "bad regular expression"),
+    ("config binary tag", "--config.file", b"probe: {mode: !!binary aGk=}\n", "probe.mode: must be str (got bytes)"),
+    ("web config not UTF-8", "--web.config.file", b"basic_auth_users: {\xc3\x28: x}\n", "not UTF-8 text"),
+    ("web config nested", "--web.config.file", b"tls_server_config: " + b"{a: " * 100 + b"1" + b"}" * 100 + b"\n",
+     "nested more than 32 levels deep"),
+    ("web config duplicate user", "--web.config.file",
+     f"basic_auth_users:\n  alice: '{HASH}'\n  alice: '{HASH}'\n".encode(), "duplicate key 'alice'"),
+    ("web config billion laughs", "--web.config.file", LAUGHS.encode(), "aliases (*a) are not supported"),
+    ("web config of 2 MiB", "--web.config.file", b"#" * (2 << 20), "larger than 1 MiB"),
+    ("hash cut short", "--web.config.file", f"basic_auth_users: {{alice: '{HASH[:-1]}'}}\n".encode(),
+     "the password of 'alice' is not a bcrypt hash"),
+    ("hash with a bad character", "--web.config.file",
+     f"basic_auth_users: {{alice: '{HASH[:-1]}!'}}\n".encode(), "the password of 'alice' is not a bcrypt hash"),
+    ("hash of cost 99", "--web.config.file", f"basic_auth_users: {{alice: '{HASH.replace('$04$', '$99$')}'}}\n".encode(),
+     "the password of 'alice' is not a bcrypt hash"),
+    ("hash of an unknown variant", "--web.config.file",
+     f"basic_auth_users: {{alice: '{HASH.replace('$2b$', '$2z$')}'}}\n".encode(), "is not a bcrypt hash"),
+    ("TLS 1.3 at least and 1.2 at most", "--web.config.file",
+     b"tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, max_version: TLS12}\n",
+     "min_version TLS13 is above max_version TLS12"),
+]
+
+
+@pytest.mark.parametrize("name, flag, data, expected", HOSTILE_FILES, ids=[c[0] for c in HOSTILE_FILES])
+def test_hostile_file_is_one_line_and_exit_2(tmp_path, name, flag, data, expected):
+    assert expected in _usage_error(tmp_path, flag, data)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--web.listen-address", "not-an-address"], "is not host:port"),
+    (["--web.listen-address", "no-such-host.invalid:9661"], "cannot resolve listen host"),
+    (["--web.telemetry-path", "metrics"], "--web.telemetry-path must start with '/'"),
+    (["--web.read-header-timeout", "0s"], "must be a duration above zero"),
+    (["--web.max-connections", "0"], "must be a whole number from 1"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_flags_are_checked_under_config_check_as_at_start_up(args, expected):
+    done = run_exporter(*args, "--config.check")
+    assert done.returncode == 2
+    assert expected in _one_error_line(done.stderr)
 
 
 BAD_RUNS = [
