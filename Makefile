@@ -51,6 +51,21 @@ bench-http: $(TEST_STAMP)
 
 deps: $(TEST_STAMP)
 
+# make bench: what the exporter costs, as one table (docs/performance.md); as root. It needs
+# gcc (the test packages) and installs Debian's bpftrace, to compare with.
+# BENCH_ARGS=--smoke: a quick run with small numbers.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(TEST_STAMP)
+	@$(call apt_install_missing,bpftrace)
+	$(VENV)/bin/python bench/bench.py $(BENCH_ARGS)
+
+# make bench-kernels: the same bench in fexit and kprobe mode, in a guest of each of KERNELS.
+.PHONY: bench-kernels
+bench-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
+	@$(call apt_install_missing,bpftrace)
+	for k in $(KERNELS); do $(VENV)/bin/python bench/bench.py --guest $$k --vng $(VNG_VENV)/bin/vng $(BENCH_ARGS); done
+
 # virtme-ng boots a kernel on this machine's own root filesystem, read-only.
 $(VNG_STAMP):
 	$(PYTHON) -m venv $(VNG_VENV)

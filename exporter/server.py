@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from . import __version__
+from . import __version__, exposition
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,20 @@ def _metrics(registry: CollectorRegistry) -> Callable:
     def serve(environ: dict, start_response: Callable) -> Iterable[bytes]:
         params = parse_qs(environ.get("QUERY_STRING", ""))
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
+
+        def render(source) -> bytes:
+            # prometheus_client's format, with the big families' lines written directly.
+            return exposition.encode(list(source.collect()), encoder, content_type)
+
         with lock:
             # The content type echoes the version the client asked for: only a few are shared.
             fresh = shared.get(content_type)
             if fresh is None and len(shared) < MAX_SHARED_FORMATS:
-                fresh = shared[content_type] = Fresh(lambda: encoder(registry))
+                fresh = shared[content_type] = Fresh(lambda: render(registry))
         if "name[]" in params:
-            output = encoder(registry.restricted_registry(params["name[]"]))
+            output = render(registry.restricted_registry(params["name[]"]))
         elif fresh is None:
-            output = encoder(registry)
+            output = render(registry)
         else:
             output = fresh.get()
         headers = [("Content-Type", content_type)]
