@@ -259,7 +259,12 @@ static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid, i
  * trace. kernel_stack: reason_stack() where the hook can take the check's own stack. */
 static __always_inline void count_check(void *ctx, int cap, int ret, __u32 opts, int kernel_stack)
 {
+	/* A helper call is a large part of a check's cost: made only where the uid is used. */
+#if defined(KEY_UID) || defined(EMIT_EVENTS)
 	__u32 uid = bpf_get_current_uid_gid();
+#else
+	__u32 uid = 0;
+#endif
 
 #ifdef DENIED_ONLY
 	if (ret == 0)

@@ -1,10 +1,21 @@
 /* Count capability-set and securebits changes made by the syscalls that can make them.
  *
- * On entry to each syscall the thread's credentials are saved; on exit they are
- * compared, and each set that changed counts one (before, after) transition in a
- * kernel map. No loop over bits here: a 64-bit loop in 12 exit programs took the
- * verifier 4 s; the exporter expands the bits when it reads the map.
- * Options (-D): TASK_REAL_CRED and CRED_* byte offsets, read from BTF at start-up;
+ * Two ways to see them, chosen by a -D define:
+ * HOOK_COMMIT_CREDS_FENTRY or HOOK_COMMIT_CREDS_KPROBE: every credential change, whatever
+ *   the syscall, is installed by commit_creds(new); on entry to it the old credentials are
+ *   still the task's, so one program compares them, and takes the syscall from the task's
+ *   saved user registers (capability.h's current_syscall(): PT_REGS_SYSCALL and friends).
+ *   No syscall is hooked, so the syscalls that change nothing pay nothing. NR_<SYSCALL>:
+ *   the machine's numbers of the tracked syscalls; other syscalls' commits are not counted.
+ * Otherwise (kernels without fentry and kprobes; trace and run): on entry to each tracked
+ *   syscall the thread's credentials are saved; on exit they are compared. While any
+ *   syscall tracepoint is on, every syscall of every task takes the kernel's slower
+ *   tracing path (docs/performance.md has its cost).
+ * Either way each set that changed counts one (before, after) transition in a kernel map.
+ * No loop over bits here: a 64-bit loop in 12 exit programs took the verifier 4 s; the
+ * exporter expands the bits when it reads the map.
+ * Options (-D): TASK_REAL_CRED and CRED_* byte offsets, read from BTF at start-up, and
+ * CRED_BLOCK/CRED_BLOCK_SIZE, the span of struct cred that holds them all, read at once;
  * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES. For `capability-exporter trace`:
  * EMIT_EVENTS sends one event per changing syscall to user space (needs
  * TASK_REAL_PARENT and TASK_TGID), USER_STACKS, STACKS_MAX_ENTRIES.
@@ -12,6 +23,10 @@
  * which keeps the union of every permitted set seen after a syscall.
  */
 #include "capability.h"
+
+#if defined(HOOK_COMMIT_CREDS_FENTRY) || defined(HOOK_COMMIT_CREDS_KPROBE)
+#define HOOK_COMMIT_CREDS
+#endif
 
 #ifdef FOLLOW_TREE
 /* bpf/tree.c's map of the threads `capability-exporter run` follows (in_tree() is
@@ -49,8 +64,10 @@ struct snapshot {
 #endif
 };
 
+#ifndef HOOK_COMMIT_CREDS
 /* LRU: a thread killed inside a syscall never reaches the exit tracepoint. */
 BPF_TABLE("lru_hash", __u32, struct snapshot, snapshots, SNAPSHOTS_MAX_ENTRIES);
+#endif
 /* Per-CPU for the same reason as the checks map: no shared cache line on the hot path. */
 BPF_PERCPU_HASH(changes, struct change_key, __u64, CHANGES_MAX_ENTRIES);
 BPF_PERCPU_ARRAY(change_drops, __u64, CHANGE_DROP_SLOTS);
@@ -79,22 +96,50 @@ static __always_inline __u32 read_u32(void *base, long offset)
 	return value;
 }
 
+/* The members of struct cred that cred_state holds sit side by side (uid .. cap_ambient):
+ * one read of the span takes them all. */
+struct cred_block {
+	__u8 bytes[CRED_BLOCK_SIZE];
+};
+
+#define BLOCK_U64(block, offset) (*(__u64 *)&(block).bytes[(offset) - CRED_BLOCK])
+#define BLOCK_U32(block, offset) (*(__u32 *)&(block).bytes[(offset) - CRED_BLOCK])
+
+static __always_inline void read_cred_state(void *cred, struct cred_state *state)
+{
+	struct cred_block block;
+
+	/* On a failed read the helper zeroes the block. */
+	bpf_probe_read_kernel(&block, sizeof(block), cred + CRED_BLOCK);
+	state->sets[SET_EFFECTIVE] = BLOCK_U64(block, CRED_CAP_EFFECTIVE);
+	state->sets[SET_PERMITTED] = BLOCK_U64(block, CRED_CAP_PERMITTED);
+	state->sets[SET_INHERITABLE] = BLOCK_U64(block, CRED_CAP_INHERITABLE);
+	state->sets[SET_BOUNDING] = BLOCK_U64(block, CRED_CAP_BSET);
+	state->sets[SET_AMBIENT] = BLOCK_U64(block, CRED_CAP_AMBIENT);
+	state->securebits = BLOCK_U32(block, CRED_SECUREBITS);
+	state->uid = BLOCK_U32(block, CRED_UID);
+	state->euid = BLOCK_U32(block, CRED_EUID);
+}
+
 /* real_cred is what /proc/<pid>/status shows; cred may be overridden for a while. */
 static __always_inline void read_creds(struct cred_state *state)
 {
 	void *task = (void *)bpf_get_current_task();
-	void *cred = (void *)read_u64(task, TASK_REAL_CRED);
 
-	state->sets[SET_EFFECTIVE] = read_u64(cred, CRED_CAP_EFFECTIVE);
-	state->sets[SET_PERMITTED] = read_u64(cred, CRED_CAP_PERMITTED);
-	state->sets[SET_INHERITABLE] = read_u64(cred, CRED_CAP_INHERITABLE);
-	state->sets[SET_BOUNDING] = read_u64(cred, CRED_CAP_BSET);
-	state->sets[SET_AMBIENT] = read_u64(cred, CRED_CAP_AMBIENT);
-	state->securebits = read_u32(cred, CRED_SECUREBITS);
-	state->uid = read_u32(cred, CRED_UID);
-	state->euid = read_u32(cred, CRED_EUID);
+	read_cred_state((void *)read_u64(task, TASK_REAL_CRED), state);
 }
 
+static __always_inline bool creds_differ(struct cred_state *a, struct cred_state *b)
+{
+	bool differ = a->securebits != b->securebits;
+
+#pragma unroll
+	for (int set = 0; set < SET_COUNT; set++)
+		differ |= a->sets[set] != b->sets[set];
+	return differ;
+}
+
+#ifndef HOOK_COMMIT_CREDS
 static __always_inline void save_creds(__u64 arg0, __u64 arg1, __u64 arg2, const char *path)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
@@ -113,6 +158,7 @@ static __always_inline void save_creds(__u64 arg0, __u64 arg1, __u64 arg2, const
 	if (snapshots.update(&tid, &snap))
 		count_drop(DROP_SNAPSHOTS);
 }
+#endif
 
 #ifdef EMIT_EVENTS
 /* As in cap_capable.c. */
@@ -131,16 +177,6 @@ BPF_PERF_OUTPUT(change_events);
 /* BPF_STACK_TRACE would need the kernel's roundup_pow_of_two(); the size is one already. */
 BPF_TABLE("stacktrace", int, struct bpf_stacktrace, stacks, STACKS_MAX_ENTRIES);
 #endif
-
-static __always_inline bool creds_differ(struct cred_state *a, struct cred_state *b)
-{
-	bool differ = a->securebits != b->securebits;
-
-#pragma unroll
-	for (int set = 0; set < SET_COUNT; set++)
-		differ |= a->sets[set] != b->sets[set];
-	return differ;
-}
 
 /* Only syscalls that changed a set or securebits reach user space. Big: kept off the stack. */
 BPF_PERCPU_ARRAY(event_buffer, struct change_event, 1);
@@ -213,6 +249,90 @@ static __always_inline void count_change(struct change_key *key, __u64 before, _
 		(*count)++;
 }
 
+/* Each set (and securebits) that differs between before and after, counted under key's comm and syscall. */
+static __always_inline void count_changes(struct change_key *key, struct cred_state *before,
+					  struct cred_state *after)
+{
+#pragma unroll
+	for (int set = 0; set < SET_COUNT; set++) {
+		key->set = set;
+		count_change(key, before->sets[set], after->sets[set]);
+	}
+	key->set = SET_SECUREBITS;
+	count_change(key, before->securebits, after->securebits);
+}
+
+#ifdef HOOK_COMMIT_CREDS
+
+#if defined(EMIT_EVENTS) || defined(FOLLOW_TREE) || defined(RECORD_HELD)
+#error "trace and run take capability changes from the syscall tracepoints"
+#endif
+#ifndef PT_REGS_SYSCALL
+#error "the commit_creds hook needs PT_REGS_SYSCALL for current_syscall()"
+#endif
+
+/* The tracked syscall (enum change_syscall) of a native syscall number; -1 for the others:
+ * unshare() into a new user namespace, say, is not what the tracepoints would count. */
+static __always_inline int change_syscall(__u32 nr)
+{
+	switch (nr) {
+	case NR_CAPSET: return SYS_CAPSET;
+	case NR_PRCTL: return SYS_PRCTL;
+	case NR_SETUID: return SYS_SETUID;
+	case NR_SETGID: return SYS_SETGID;
+	case NR_SETREUID: return SYS_SETREUID;
+	case NR_SETREGID: return SYS_SETREGID;
+	case NR_SETRESUID: return SYS_SETRESUID;
+	case NR_SETRESGID: return SYS_SETRESGID;
+	case NR_SETFSUID: return SYS_SETFSUID;
+	case NR_SETFSGID: return SYS_SETFSGID;
+	case NR_EXECVE: return SYS_EXECVE;
+	case NR_EXECVEAT: return SYS_EXECVEAT;
+	}
+	return -1;
+}
+
+/* On entry to commit_creds(new) the task's credentials are still the old ones. After
+ * execve the comm is already the new program's, as the exit tracepoint would see it. */
+static __always_inline void compare_commit(void *new_cred)
+{
+	void *task = (void *)bpf_get_current_task();
+	struct cred_state before = {}, after = {};
+	struct change_key key = {};
+	int syscall;
+
+	read_cred_state((void *)read_u64(task, TASK_REAL_CRED), &before);
+	read_cred_state(new_cred, &after);
+	if (!creds_differ(&before, &after))
+		return;
+	syscall = change_syscall(current_syscall());
+	if (syscall < 0)
+		return;
+	key.syscall = syscall;
+	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	count_changes(&key, &before, &after);
+}
+
+#ifdef HOOK_COMMIT_CREDS_FENTRY
+struct cred;
+
+KFUNC_PROBE(commit_creds, struct cred *new)
+{
+	compare_commit(new);
+	return 0;
+}
+#else
+#include <uapi/linux/ptrace.h>	/* struct pt_regs: the shim's, or the kernel's */
+
+int kprobe__commit_creds(struct pt_regs *ctx)
+{
+	compare_commit((void *)PT_REGS_PARM1(ctx));
+	return 0;
+}
+#endif
+
+#else	/* the syscall tracepoints */
+
 static __always_inline void compare_creds(void *ctx, __u32 syscall, long ret)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
@@ -234,13 +354,7 @@ static __always_inline void compare_creds(void *ctx, __u32 syscall, long ret)
 #endif
 	/* After execve the comm is the new program's: the one that holds the new sets. */
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
-#pragma unroll
-	for (int set = 0; set < SET_COUNT; set++) {
-		key.set = set;
-		count_change(&key, before->sets[set], after.sets[set]);
-	}
-	key.set = SET_SECUREBITS;
-	count_change(&key, before->securebits, after.securebits);
+	count_changes(&key, before, &after);
 	snapshots.delete(&tid);
 }
 
@@ -288,3 +402,5 @@ TRACE_SYSCALL(setfsuid, SYS_SETFSUID, args->uid, 0, 0, 0)
 TRACE_SYSCALL(setfsgid, SYS_SETFSGID, args->gid, 0, 0, 0)
 TRACE_SYSCALL(execve, SYS_EXECVE, 0, 0, 0, args->filename)
 TRACE_SYSCALL(execveat, SYS_EXECVEAT, args->fd, args->flags, 0, args->filename)
+
+#endif

@@ -10,11 +10,19 @@ from typing import Iterator, Optional
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 
+BPF_MAP_CREATE = 0
+BPF_PROG_LOAD = 5
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_FENTRY = 24
+BPF_TRACE_FEXIT = 25
 BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
 BPF_ENABLE_STATS = 32
+ENOTSUPP = 524  # the kernel's internal "not supported", which bpf() passes to user space
 BPF_STATS_RUN_TIME = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -29,6 +37,60 @@ class _MapElemAttr(ctypes.Structure):
         ("value", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
     ]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _CreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+    ]
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    """The head of union bpf_attr for BPF_PROG_LOAD, up to attach_btf_id (Linux 5.5)."""
+
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+    ]
+
+
+# r0 = 0; exit
+_RETURN_ZERO = bytes.fromhex("b700000000000000" "9500000000000000")
 
 
 class _InfoAttr(ctypes.Structure):
@@ -105,6 +167,56 @@ def map_lookup(fd: int, key: ctypes._CData, value: ctypes.Array) -> bool:
             return False
         raise
     return True
+
+
+class BatchUnsupported(Exception):
+    """This kernel (before 5.6) or this map type has no BPF_MAP_LOOKUP_BATCH."""
+
+
+def map_lookup_batch(fd: int, token: Optional[ctypes.Array], next_token: ctypes.Array,
+                     keys: ctypes.Array, values: ctypes.Array, count: int) -> tuple[int, bool]:
+    """Copy up to count entries, from where token says (None: the start), into keys and values.
+
+    Returns how many were copied and whether the map has no more; next_token then says where
+    the next call goes on. OSError ENOSPC: one hash bucket holds more than count entries.
+    """
+    attr = _BatchAttr(
+        in_batch=ctypes.addressof(token) if token is not None else 0,
+        out_batch=ctypes.addressof(next_token),
+        keys=ctypes.addressof(keys),
+        values=ctypes.addressof(values),
+        count=count,
+        map_fd=fd,
+    )
+    try:
+        _bpf(BPF_MAP_LOOKUP_BATCH, attr)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return attr.count, True
+        if err.errno in (errno.EINVAL, ENOTSUPP, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise BatchUnsupported(os.strerror(err.errno) if err.errno != ENOTSUPP else "not supported") from None
+        raise
+    return attr.count, False
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    """A new map's fd (for tests: the exporter's maps come from its BPF programs)."""
+    return _bpf(BPF_MAP_CREATE, _CreateAttr(map_type, key_size, value_size, max_entries, 0))
+
+
+def map_update(fd: int, key: ctypes._CData, value: ctypes.Array) -> None:
+    _bpf(BPF_MAP_UPDATE_ELEM, _MapElemAttr(map_fd=fd, key=ctypes.addressof(key), value=ctypes.addressof(value)))
+
+
+def load_empty_tracing_program(attach_btf_id: int, attach_type: int = BPF_TRACE_FEXIT) -> None:
+    """Load (and close at once) a program that returns 0, for a kernel function by its BTF id:
+    whether this kernel lets fentry/fexit programs load at all, without a compiler. OSError if not."""
+    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
+    license = ctypes.create_string_buffer(b"GPL")
+    attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(_RETURN_ZERO) // 8,
+                         insns=ctypes.addressof(insns), license=ctypes.addressof(license),
+                         expected_attach_type=attach_type, attach_btf_id=attach_btf_id)
+    os.close(_bpf(BPF_PROG_LOAD, attr))
 
 
 def prog_fd_by_id(prog_id: int) -> int:

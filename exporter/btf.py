@@ -77,10 +77,12 @@ def _section(data: bytes, hdr_len: int, off: int, length: int, what: str) -> byt
 class Btf:
     """One parsed BTF blob; struct members are decoded only when asked for."""
 
-    def __init__(self, words: array, starts: array, strings: bytes, named: List[int], ints: List[int]):
+    def __init__(self, words: array, starts: array, strings: bytes, named: List[int], ints: List[int],
+                 funcs: Optional[List[int]] = None):
         self._words = words
         self._starts = starts
         self._strings = strings
+        self._funcs = funcs or []
         self._by_name = self._index_composites(named)
         self._pointer_size = self._infer_pointer_size(ints)
 
@@ -108,15 +110,16 @@ class Btf:
             raise BtfError("malformed BTF header: misaligned or short sections")
         words = _u32_array(_section(data, hdr_len, type_off, type_len, "type"), order)
         strings = _section(data, hdr_len, str_off, str_len, "string")
-        starts, named, ints = cls._scan_types(words)
-        return cls(words, starts, strings, named, ints)
+        starts, named, ints, funcs = cls._scan_types(words)
+        return cls(words, starts, strings, named, ints, funcs)
 
     @staticmethod
-    def _scan_types(words: array) -> Tuple[array, List[int], List[int]]:
-        """Where each type id starts, which ids are named structs/unions, which are ints."""
+    def _scan_types(words: array) -> Tuple[array, List[int], List[int], List[int]]:
+        """Where each type id starts, which ids are named structs/unions, ints, functions."""
         starts = array("L", [0])  # id 0 is void and has no record
         named: List[int] = []
         ints: List[int] = []
+        funcs: List[int] = []
         i, end, trailer = 0, len(words), _TRAILER
         while i < end:
             if i + 3 > end:
@@ -130,11 +133,13 @@ class Btf:
                 named.append(len(starts))
             elif kind == INT:
                 ints.append(len(starts))
+            elif kind == FUNC:
+                funcs.append(len(starts))
             starts.append(i)
             i += 3 + layout[0] + layout[1] * (info & 0xFFFF)
         if i != end:
             raise BtfError(f"BTF truncated: type {len(starts) - 1} runs past the type section")
-        return starts, named, ints
+        return starts, named, ints, funcs
 
     def _index_composites(self, named: List[int]) -> Dict[str, int]:
         # Rank: a complete definition beats an empty one, a struct beats a union; ties keep the first.
@@ -274,6 +279,14 @@ class Btf:
                     return value - (1 << 32) if value >= 1 << 31 else value
             raise BtfError(f"enum {enum} has no enumerator {name}")
         raise BtfError(f"BTF has no enum {enum}")
+
+    def function_id(self, name: str) -> int:
+        """The type id of a kernel function, as a fexit program's attach_btf_id names it."""
+        wanted = name.encode() + b"\0"
+        for type_id in self._funcs:
+            if self._name_is(self._words[self._starts[type_id]], wanted):
+                return type_id
+        raise BtfError(f"BTF has no function {name}")
 
     def size(self, struct: str) -> int:
         """sizeof(struct `struct`)."""

@@ -7,17 +7,18 @@ import platform
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__, capabilities, changes, containers, profile, progstats
-from .cgroups import CgroupNames
+from .cgroups import UNKNOWN, CgroupNames
 from .config import LabelsConfig, UnusedConfig
+from .exposition import RenderedFamily, label_text
 from .held import HeldCapabilities
-from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, decode_comm
-from .maps import BpfMap, total
+from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
+from .maps import BpfMap
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class UnusedSettings:
     def of(cls, config: UnusedConfig, keep_comm: Callable[[str], bool]) -> Optional["UnusedSettings"]:
         if not config.enabled:
             return None
-        return cls(HeldCapabilities(config.refresh_seconds), keep_comm, config.max_comms)
+        return cls(HeldCapabilities(config.refresh_seconds, background=True), keep_comm, config.max_comms)
 
 
 @dataclass
@@ -59,6 +60,23 @@ class _Scrape:
 
     entries: dict[str, int] = field(default_factory=dict)
     granted: dict[str, int] = field(default_factory=dict)  # comm -> mask of capabilities granted
+
+
+class _Series(NamedTuple):
+    """What a checks map key stands for, worked out once and kept across scrapes.
+
+    A tuple of strings and ints, which the garbage collector stops tracking: a cache of 50k of
+    these adds nothing to the collections that each scrape's allocations set off."""
+
+    text: str  # the label text of its series, as /metrics writes it
+    values: tuple[str, ...]  # the label values, in label_names order
+    comm: str
+    grant: int  # 1 << cap if a granted check under this key was audited (counts as a use), else 0
+
+
+_FILTERED = _Series("", (), "", 0)  # a key whose comm the filters leave out
+# Label texts kept per map key, as a multiple of the map's capacity; past it the cache starts anew.
+_CACHE_FACTOR = 2
 
 
 class CapabilityCollector(Collector):
@@ -87,6 +105,8 @@ class CapabilityCollector(Collector):
         self.unused = unused
         self._unused_dropped = 0
         self._lock = threading.Lock()  # scrapes run in parallel threads
+        self._series_cache: dict[bytes, _Series] = {}
+        self._unused_texts: dict[tuple[str, int], str] = {}
         self.label_names = ["comm", "capability"] + [
             n for n in ("uid", "cgroup", "container", "pod") if getattr(labels, n)
         ]
@@ -136,32 +156,65 @@ class CapabilityCollector(Collector):
         return [build, probe]
 
     def _checks(self, scrape: _Scrape) -> Iterable[Metric]:
+        """Per series, the checks and denials summed over CPUs and over the keys that share its labels."""
         self.cgroup_names.new_scrape()
-        series: dict[tuple[str, ...], list[int]] = {}
+        checks_map = self.maps["checks"]
+        size, words = checks_map.key_size, checks_map.words
+        cache = self._series_cache
+        if len(cache) > _CACHE_FACTOR * checks_map.capacity:
+            cache.clear()
+        # Per label text: the series, and its checks and denials (ints, so that a scrape allocates
+        # no containers per entry for the garbage collector to walk).
+        series: dict[str, _Series] = {}
+        checks_by: dict[str, int] = {}
+        denials_by: dict[str, int] = {}
         entries = 0
-        for key, values in self.maps["checks"].items():
-            entries += 1
-            comm = decode_comm(key.comm)
-            if not self.keep_comm(comm):
-                continue
-            counts = series.setdefault(self._label_values(key, comm), [0, 0])
-            value = total(values)
-            counts[0] += value.checks
-            counts[1] += value.denials
-            # Only with labels.opts can a key say that it was not audited.
-            if value.checks > value.denials and not key.opts & CAP_OPT_NOAUDIT:
-                scrape.granted[comm] = scrape.granted.get(comm, 0) | 1 << key.cap
+        granted = scrape.granted
+        for chunk in checks_map.chunks():
+            keys = chunk.keys
+            entries += chunk.n
+            all_checks, all_denials = chunk.totals(0, checks_map.slots, words), chunk.totals(1, checks_map.slots, words)
+            for i in range(chunk.n):
+                raw = keys[i * size:(i + 1) * size]
+                known = cache.get(raw)
+                if known is None:
+                    known = self._series_of(raw)
+                if known is _FILTERED:
+                    continue
+                text, n_checks, n_denials = known.text, all_checks[i], all_denials[i]
+                if text in series:
+                    checks_by[text] += n_checks
+                    denials_by[text] += n_denials
+                else:
+                    series[text] = known
+                    checks_by[text] = n_checks
+                    denials_by[text] = n_denials
+                if known.grant and n_checks > n_denials:
+                    granted[known.comm] = granted.get(known.comm, 0) | known.grant
         scrape.entries["checks"] = entries
-        checks = CounterMetricFamily(
-            "capability_checks", "Capability checks (cap_capable calls), granted and denied.", labels=self.label_names
-        )
-        denials = CounterMetricFamily(
-            "capability_denials", "Capability checks that were denied.", labels=self.label_names
-        )
-        for labels, (n_checks, n_denials) in series.items():
-            checks.add_metric(labels, n_checks)
-            denials.add_metric(labels, n_denials)
+        checks = RenderedFamily("capability_checks", "Capability checks (cap_capable calls), granted and denied.",
+                                "counter", self.label_names, "_total")
+        denials = RenderedFamily("capability_denials", "Capability checks that were denied.", "counter",
+                                 self.label_names, "_total")
+        for text, known in series.items():
+            checks.add(text, known.values, checks_by[text])
+            denials.add(text, known.values, denials_by[text])
         return [checks, denials]
+
+    def _series_of(self, raw: bytes) -> _Series:
+        """Decode one checks map key into its series, and keep it unless a name was not known yet."""
+        key = CheckKey.from_buffer_copy(raw)
+        comm = decode_comm(key.comm)
+        if not self.keep_comm(comm):
+            known = _FILTERED
+        else:
+            values = self._label_values(key, comm)
+            # Only with labels.opts can a key say that it was not audited.
+            grant = 0 if key.opts & CAP_OPT_NOAUDIT else 1 << key.cap
+            known = _Series(label_text(self.label_names, values), values, comm, grant)
+        if not (self.labels.needs_cgroup_id and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
+            self._series_cache[raw] = known
+        return known
 
     def _fill(self, entries: dict[str, int]) -> list[Metric]:
         map_entries = GaugeMetricFamily(PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"])
@@ -175,16 +228,21 @@ class CapabilityCollector(Collector):
 
     def _changes(self, scrape: _Scrape) -> Iterable[Metric]:
         totals: dict[tuple[str, ...], int] = {}
+        change_map = self.maps["changes"]
+        size = change_map.key_size
         scrape.entries["changes"] = 0
-        for key, values in self.maps["changes"].items():
-            scrape.entries["changes"] += 1
-            comm = decode_comm(key.comm)
-            if not self.keep_comm(comm):
-                continue
-            count = total(values)
-            for change in changes.expand(key.syscall, key.set, key.before, key.after):
-                labels = (comm, *change)
-                totals[labels] = totals.get(labels, 0) + count
+        for chunk in change_map.chunks():
+            scrape.entries["changes"] += chunk.n
+            counts = chunk.totals(0, change_map.slots, change_map.words)
+            for i in range(chunk.n):
+                key = ChangeKey.from_buffer_copy(chunk.keys, i * size)
+                comm = decode_comm(key.comm)
+                if not self.keep_comm(comm):
+                    continue
+                count = counts[i]
+                for change in changes.expand(key.syscall, key.set, key.before, key.after):
+                    labels = (comm, *change)
+                    totals[labels] = totals.get(labels, 0) + count
         sets = CounterMetricFamily(
             "capability_set_changes",
             "Capabilities a syscall added to (gained) or removed from (lost) a thread's capability set.",
@@ -246,15 +304,24 @@ class CapabilityCollector(Collector):
         with self._lock:
             self._unused_dropped += len(comms) - len(kept)
             dropped = self._unused_dropped
-        family = GaugeMetricFamily(
+        family = RenderedFamily(
             "capability_unused",
             "1 for a capability that a running process with this comm holds in its permitted set, but that "
             "no check by this comm was granted since the exporter started.",
-            labels=["comm", "capability"],
+            "gauge", ["comm", "capability"],
         )
+        texts = self._unused_texts
+        if len(texts) > 64 * self.unused.max_comms + 4096:
+            texts.clear()
         for comm in kept:
-            for name in capabilities.decode(unused[comm]):
-                family.add_metric([comm, name], 1)
+            mask = unused[comm]
+            for bit in range(mask.bit_length()):
+                if mask >> bit & 1:
+                    text = texts.get((comm, bit))
+                    values = (comm, capabilities.name(bit))
+                    if text is None:
+                        text = texts[(comm, bit)] = label_text(family.label_names, values)
+                    family.add(text, values, 1)
         left_out = CounterMetricFamily(
             PREFIX + "unused_comms_dropped",
             "Comms with unused capabilities left out of capability_unused because unused.max_comms was "

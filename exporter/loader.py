@@ -9,7 +9,9 @@ import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
+from . import probes
 from .config import Config
 from .probes import LoadError
 
@@ -21,13 +23,15 @@ MAX_MESSAGE = 1 << 16
 
 @dataclass
 class Attachment:
-    """What the child attached, held by fd: closing the link fds detaches the programs."""
+    """What the children attached, held by fd: closing the link fds detaches the programs."""
 
     mode: str
     maps: dict[str, int]
     programs: dict[str, int]
     links: list[int]
     reasons: dict[str, str] = field(default_factory=dict)
+    change_hook: str = ""  # fexit or kprobe (on commit_creds), or tracepoint (the syscalls'); "" when off
+    change_reasons: dict[str, str] = field(default_factory=dict)  # why the hooks tried before it failed
 
     def close(self) -> None:
         # Each detach waits out an RCU grace period (about 0.1 s); closing the links
@@ -47,28 +51,69 @@ def _close_quietly(fd: int) -> None:
 
 
 def load(config: Config) -> Attachment:
-    """Compile and attach in a child process; raise LoadError with a one-line reason."""
+    """Compile and attach in child processes; raise LoadError with a one-line reason.
+
+    The capability checks' program and change tracking's are compiled at once, each in a
+    child of its own: compiling is most of the start-up, and the two need nothing of each
+    other. Neither child's BCC or LLVM ever maps into this process."""
+    jobs: dict[str, Callable[[Any], probes.Loaded]] = {
+        "checks": lambda log: probes.attach_first(config, log, with_changes=False),
+    }
+    if config.changes.enabled:
+        jobs["changes"] = lambda log: probes.attach_changes(config, log)
+    started = {name: _start(job) for name, job in jobs.items()}
+    answers = {name: _answer(*child) for name, child in started.items()}
+    failed = [name for name in jobs if "error" in answers[name][0]]
+    if failed:
+        for meta, fds in answers.values():
+            for fd in fds:
+                _close_quietly(fd)
+        meta = answers[failed[0]][0]
+        raise LoadError(meta["error"], meta.get("reasons"))
+    attachment = _attachment(*answers["checks"])
+    if "changes" in answers:
+        changes = _attachment(*answers["changes"])
+        attachment.maps.update(changes.maps)
+        attachment.programs.update(changes.programs)
+        attachment.links += changes.links
+        attachment.change_hook, attachment.change_reasons = changes.mode, changes.reasons
+        for hook, why in changes.reasons.items():
+            log.info("change tracking hook %s not used: %s", hook, why)
+        log.info("tracking capability changes %s", CHANGE_HOOK_NAMES.get(changes.mode, changes.mode))
+    return attachment
+
+
+# How the log names each change tracking hook.
+CHANGE_HOOK_NAMES = {
+    "fexit": "on commit_creds (fentry)",
+    "kprobe": "on commit_creds (kprobe)",
+    "tracepoint": "on the syscall tracepoints (every syscall pays while they are on)",
+}
+
+
+def _start(job: Callable[[Any], probes.Loaded]) -> tuple[int, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _child(theirs, config)
+        _child(theirs, job)
     theirs.close()
-    with ours:
-        message, fds, _, _ = socket.recv_fds(ours, MAX_MESSAGE, MAX_FDS)
+    return pid, ours
+
+
+def _answer(pid: int, sock: socket.socket) -> tuple[dict, list[int]]:
+    with sock:
+        message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
     _, status = os.waitpid(pid, 0)
     if not message:
-        raise LoadError(f"the BPF loader process ended without an answer ({_describe(status)})")
-    return _attachment(json.loads(message), fds)
+        return {"error": f"the BPF loader process ended without an answer ({_describe(status)})"}, fds
+    meta = json.loads(message)
+    if meta.get("compiler_output"):
+        log.debug("BCC said: %s", meta["compiler_output"])
+    return meta, fds
 
 
 def _attachment(meta: dict, fds: list[int]) -> Attachment:
-    if meta.get("compiler_output"):
-        log.debug("BCC said: %s", meta["compiler_output"])
-    if "error" in meta:
-        for fd in fds:
-            os.close(fd)
-        raise LoadError(meta["error"], meta.get("reasons"))
     take = iter(fds)
     maps = {name: next(take) for name in meta["maps"]}
     programs = {name: next(take) for name in meta["programs"]}
@@ -76,16 +121,14 @@ def _attachment(meta: dict, fds: list[int]) -> Attachment:
     return Attachment(meta["mode"], maps, programs, links, meta.get("reasons", {}))
 
 
-def _child(sock: socket.socket, config: Config) -> None:
+def _child(sock: socket.socket, job: Callable[[Any], probes.Loaded]) -> None:
     """Never returns: os._exit keeps BCC from detaching what the parent now holds."""
     # BCC and LLVM print to fd 2; keep that off the daemon's log and use it in error messages.
     compiler_log = tempfile.TemporaryFile()
     os.dup2(compiler_log.fileno(), 2)
     fds: list[int] = []
     try:
-        from . import probes
-
-        loaded = probes.attach_first(config, compiler_log)
+        loaded = job(compiler_log)
         maps, programs, links = loaded.map_fds(), loaded.program_fds(), loaded.link_fds()
         fds = list(maps.values()) + list(programs.values()) + links
         meta = {"mode": loaded.mode, "maps": list(maps), "programs": list(programs), "links": len(links)}

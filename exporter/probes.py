@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import tempfile
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from . import btf, kallsyms, kernel, reasons
+from . import bpf_syscall, btf, kallsyms, kernel, reasons
 from .config import Config
 
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
@@ -29,6 +30,22 @@ CRED_LAYOUT = {
     "CRED_EUID": ("cred", "euid"),
     "TASK_REAL_PARENT": ("task_struct", "real_parent"),
     "TASK_TGID": ("task_struct", "tgid"),
+}
+# uid .. cap_ambient: 80 bytes in 6.1 and 6.18; read at once, on the BPF stack.
+CRED_BLOCK_MAX = 192
+# Change tracking's hooks, in the order tried: fentry on commit_creds ("fexit", as the mode
+# that needs the same kernel support is called), a kprobe on it, the syscall tracepoints.
+CHANGE_HOOKS = ("fexit", "kprobe", "tracepoint")
+CHANGE_HOOK_DEFINES = {"fexit": "HOOK_COMMIT_CREDS_FENTRY", "kprobe": "HOOK_COMMIT_CREDS_KPROBE"}
+# The numbers of the syscalls whose changes are counted, per machine (asm/unistd_64.h, and
+# the generic asm-generic/unistd.h of arm64): enum change_syscall's order.
+CHANGE_SYSCALL_NUMBERS = {
+    "x86_64": {"CAPSET": 126, "PRCTL": 157, "SETUID": 105, "SETGID": 106, "SETREUID": 113, "SETREGID": 114,
+               "SETRESUID": 117, "SETRESGID": 119, "SETFSUID": 122, "SETFSGID": 123, "EXECVE": 59,
+               "EXECVEAT": 322},
+    "aarch64": {"CAPSET": 91, "PRCTL": 167, "SETUID": 146, "SETGID": 144, "SETREUID": 145, "SETREGID": 143,
+                "SETRESUID": 147, "SETRESGID": 149, "SETFSUID": 151, "SETFSGID": 152, "EXECVE": 221,
+                "EXECVEAT": 281},
 }
 # run's process tree reads a forked child's thread id.
 TREE_LAYOUT = {"TASK_PID": ("task_struct", "pid")}
@@ -55,6 +72,8 @@ PROGRAM_LABELS = {
     "kretfunc__cap_vm_enough_memory": "cap_vm_enough_memory_fexit",
     "kprobe__cap_vm_enough_memory": "cap_vm_enough_memory_entry",
     "kretprobe__cap_vm_enough_memory": "cap_vm_enough_memory_return",
+    "kfunc__commit_creds": "commit_creds_fentry",
+    "kprobe__commit_creds": "commit_creds_entry",
 }
 
 
@@ -125,13 +144,14 @@ def cflags(config: Config, mode: str, extra: Optional[Defines] = None) -> list[s
     return _flags({**defines, **(extra or {})})
 
 
-def precheck(mode: str) -> None:
-    """Refuse a mode cheaply, with a clear reason, before BCC tries and fails noisily."""
+def precheck(mode: str, function: str = "cap_capable") -> None:
+    """Refuse a mode cheaply, with a clear reason, before BCC compiles for a second and fails."""
     if mode == "fexit":
         if kernel.version() < (5, 5, 0):
             raise ModeUnavailable(f"fexit needs Linux 5.5 or newer (running {kernel.version_string()})")
         if not os.path.exists(kernel.BTF_VMLINUX):
             raise ModeUnavailable(f"fexit needs kernel BTF and {kernel.BTF_VMLINUX} does not exist")
+        _try_empty_fexit(function)
     elif mode == "kprobe":
         if not kernel.has_kprobes():
             raise ModeUnavailable(
@@ -144,6 +164,22 @@ def precheck(mode: str) -> None:
                 "the tracepoint capability:cap_capable does not exist here (it was added in Linux 6.14; "
                 f"running {kernel.version_string()})"
             )
+
+
+def _try_empty_fexit(function: str) -> None:
+    """Load an empty fexit program for function, in a millisecond: a kernel that refuses it
+    (as some refuse every fexit program, with EPERM) refuses the compiled one too."""
+    try:
+        function_id = _vmlinux().function_id(function)
+    except btf.BtfError:
+        return  # no answer here: the compiled program will tell
+    try:
+        bpf_syscall.load_empty_tracing_program(function_id)
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.EACCES):
+            raise ModeUnavailable(f"the kernel refused to load the program ({errno.errorcode[err.errno]}): "
+                                  f"bpf: Failed to load program: {err.strerror}") from None
+        # Any other refusal may be this probe's own: let the compiled program tell.
 
 
 @dataclass
@@ -181,11 +217,13 @@ def _program_label(function: str) -> str:
     return PROGRAM_LABELS.get(function, function.removeprefix("tracepoint__syscalls__"))
 
 
-def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) -> Loaded:
+def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None, with_changes: bool = True) -> Loaded:
     """Try the configured mode (or each mode, for auto) and return the first that attaches.
 
     extra: more -D defines for both programs (trace's EMIT_EVENTS and friends). With
-    FOLLOW_TREE, bpf/tree.c is loaded first and comes last in Loaded.modules.
+    FOLLOW_TREE, bpf/tree.c is loaded first and comes last in Loaded.modules. with_changes:
+    False leaves change tracking out, whatever the config says (the exporter's loader
+    attaches it with attach_changes, in a process of its own).
     """
     cgroup = cgroup_dir(config.filters.cgroup_prefix) if config.filters.cgroup_prefix else None
     extra = {**(extra or {}), **cgroup_v1_defines(config)}
@@ -207,7 +245,7 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None) 
             continue
         _fill_filters(module, config, cgroup)
         modules = [module]
-        if config.changes.enabled:
+        if config.changes.enabled and with_changes:
             modules.append(_load_changes(config, compiler_log, extra))
         if tree is not None:
             modules.append(tree)
@@ -227,16 +265,71 @@ def _bcc_module(source: str, flags: list[str]) -> Any:
     return BPF(src_file=str(bpf_dir() / source).encode(), cflags=flags)
 
 
+CHANGES_ADVICE = "set changes.enabled: false to run without change tracking"
+
+
 def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any:
     """cap_changes.c on the syscall tracepoints; every kernel with BTF has them."""
-    advice = "set changes.enabled: false to run without change tracking"
+    layout = _cred_layout()
     try:
-        layout = _offsets(CRED_LAYOUT)
         return _bcc_module("cap_changes.c", change_cflags(config, layout, extra))
-    except btf.BtfError as err:
-        raise LoadError(f"capability change tracking needs kernel BTF: {err} ({advice})") from None
     except Exception as err:  # BCC reports every failure as a bare Exception
-        raise LoadError(f"capability change tracking: {_explain(err, compiler_log)} ({advice})") from None
+        raise LoadError(f"capability change tracking: {_explain(err, compiler_log)} ({CHANGES_ADVICE})") from None
+
+
+def change_hooks(mode: str) -> tuple[str, ...]:
+    """Where to take capability changes from, in order: commit_creds by fentry or kprobe, else
+    the syscall tracepoints. A mode the config names is the one tried on commit_creds."""
+    return {"fexit": ("fexit", "tracepoint"), "kprobe": ("kprobe", "tracepoint")}.get(mode, CHANGE_HOOKS)
+
+
+def attach_changes(config: Config, compiler_log) -> Loaded:
+    """The exporter's change tracking: cap_changes.c on the first of change_hooks() that attaches.
+
+    Loaded.mode is the hook: fexit or kprobe (on commit_creds), or tracepoint (the syscalls')."""
+    layout = _cred_layout()
+    reasons: dict[str, str] = {}
+    for hook in change_hooks(config.probe.mode):
+        try:
+            defines = _commit_creds_defines(hook) if hook != "tracepoint" else {}
+            module = _bcc_module("cap_changes.c", change_cflags(config, layout, defines))
+        except ModeUnavailable as err:
+            reasons[hook] = str(err)
+            continue
+        except Exception as err:  # BCC reports every failure as a bare Exception
+            reasons[hook] = _explain(err, compiler_log)
+            continue
+        return Loaded(hook, [module], reasons)
+    raise LoadError(f"capability change tracking: {reasons.get('tracepoint', 'no hook attached')} "
+                    f"({CHANGES_ADVICE})", reasons)
+
+
+def _commit_creds_defines(hook: str) -> Defines:
+    """cap_changes.c's defines for commit_creds by fentry (hook fexit) or kprobe; ModeUnavailable
+    where this kernel or machine cannot tell which syscall commits."""
+    numbers = CHANGE_SYSCALL_NUMBERS.get(os.uname().machine)
+    if numbers is None:
+        raise ModeUnavailable(f"no table of syscall numbers for {os.uname().machine}")
+    precheck(hook, "commit_creds")
+    registers = syscall_defines()
+    if "PT_REGS_SYSCALL" not in registers:
+        raise ModeUnavailable("the kernel's BTF does not say where a task's syscall number is saved")
+    return {CHANGE_HOOK_DEFINES[hook]: None, **registers, **{f"NR_{name}": nr for name, nr in numbers.items()}}
+
+
+def _cred_layout() -> Defines:
+    """CRED_LAYOUT's offsets, and CRED_BLOCK/CRED_BLOCK_SIZE: the span of struct cred that holds
+    every member cap_changes.c reads, which it reads at once."""
+    try:
+        members = btf.offsets(CRED_LAYOUT, btf=_vmlinux())
+    except btf.BtfError as err:
+        raise LoadError(f"capability change tracking needs kernel BTF: {err} ({CHANGES_ADVICE})") from None
+    in_cred = [m for name, m in members.items() if name.startswith("CRED_")]
+    start, end = min(m.offset for m in in_cred), max(m.offset + m.size for m in in_cred)
+    if end - start > CRED_BLOCK_MAX:
+        raise LoadError(f"capability change tracking: the credential members span {end - start} bytes of "
+                        f"struct cred, more than the {CRED_BLOCK_MAX} expected ({CHANGES_ADVICE})")
+    return {**{name: m.offset for name, m in members.items()}, "CRED_BLOCK": start, "CRED_BLOCK_SIZE": end - start}
 
 
 def _load_tree(extra: Defines, compiler_log) -> Any:

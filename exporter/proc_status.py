@@ -22,6 +22,26 @@ def parse(text: str) -> dict[str, str]:
     return fields
 
 
+# The lines of a status file that read() uses.
+WANTED = ("Kthread", "PPid", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+
+
+def fields(text: str, names: tuple[str, ...]) -> dict[str, str]:
+    """Only these "Key:\tvalue" lines of a status file: what parse() gives for them, found directly."""
+    found = {}
+    for name in names:
+        key = name + ":"
+        if text.startswith(key):
+            at = 0
+        else:
+            at = text.find("\n" + key) + 1
+            if at == 0:
+                continue
+        end = text.find("\n", at)
+        found[name] = text[at + len(key):end if end >= 0 else len(text)].strip()
+    return found
+
+
 @dataclass(frozen=True)
 class ProcessCaps:
     pid: int
@@ -50,7 +70,7 @@ def processes(proc: str = PROC) -> Iterator[ProcessCaps]:
 def read(pid: int, proc: str = PROC) -> ProcessCaps | None:
     """One process's sets; None for a kernel thread."""
     with open(f"{proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
-        status = parse(f.read())
+        status = fields(f.read(), WANTED)
     if status.get("Kthread") == "1" or pid == KTHREADD_PID or status.get("PPid") == str(KTHREADD_PID):
         return None
     with open(f"{proc}/{pid}/comm", "rb") as f:

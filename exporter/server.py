@@ -12,9 +12,9 @@ from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 
-from . import __version__
+from . import __version__, exposition
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _server_class(host: str) -> type:
 
 def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str],
         profiles: Optional[Callable[[], dict[str, dict]]] = None) -> Callable:
-    metrics = make_wsgi_app(registry)
+    metrics = exposition.make_wsgi_app(registry)
 
     def route(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")

@@ -1,8 +1,9 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
-usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [KERNEL...]
+usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [KERNEL...]
   KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), booted with virtme-ng
-  under software emulation. The running kernel is always the first row.
+  under software emulation. The running kernel is always the first row. --tests: a subset of
+  the suite, as pytest paths separated by spaces (default tests/kernel), here and in guests.
 
 Inside each kernel, for each mode: `capability-exporter --config.check --probe.mode MODE`
 decides "not available" (with the exporter's own reason); where it attaches, the
@@ -74,6 +75,10 @@ class Cell:
     log: str = ""  # the file in the output directory that tells why, if it fails
 
 
+# What each mode's suite runs (--tests): all of tests/kernel, or a subset to save a guest's time.
+TESTS = ["tests/kernel"]
+
+
 def run_modes(kernel: str, out: Path, guest: bool) -> list[Cell]:
     """On the running kernel: each mode's config check, then the suite where the mode attaches.
 
@@ -121,7 +126,7 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
             watch = _dump_when_silent(out, out / _dump(kernel)) if guest else contextlib.nullcontext()
             with watch:
                 done = subprocess.run(
-                    [sys.executable, "-m", "pytest", "tests/kernel", "-p", "no:cacheprovider", "-v",
+                    [sys.executable, "-m", "pytest", *TESTS, "-p", "no:cacheprovider", "-v",
                      f"--timeout={TEST_TIMEOUT}", "--durations=15", *selection],
                     cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT,
                     env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -268,6 +273,8 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
         return [Cell(kernel, m, "fail", f"{image} is not installed") for m in MODES]
     (out / _report(kernel)).unlink(missing_ok=True)
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --out {out}"
+    if TESTS != ["tests/kernel"]:
+        inner += f" --tests '{' '.join(TESTS)}'"
     monitor = Path(tempfile.mkdtemp(prefix="kernel-matrix-")) / "monitor"
     # -v: the kernel's console into the boot log; a soft lockup shows every CPU's stack there.
     cmd = [vng, "-v", "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", str(GUEST_CPUS),
@@ -416,8 +423,11 @@ def main() -> int:
     parser.add_argument("--vng", default="vng")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--tests", help="pytest paths to run instead of tests/kernel, separated by spaces")
     parser.add_argument("--guest", metavar="KERNEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tests:
+        TESTS[:] = args.tests.split()
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.guest:

@@ -137,11 +137,12 @@ def write_config(directory: Path, data: dict, name: str = "config.yaml") -> Path
 
 
 def workload_command(
-    *steps: str, user: Optional[int] = None, cgroup: Optional[str] = None, wait: bool = False, program: str = ""
+    *steps: str, user: Optional[int] = None, cgroup: Optional[str] = None, wait: bool = False, program: str = "",
+    from_thread: bool = False,
 ) -> list[str]:
     cmd = [sys.executable, str(WORKLOAD)]
     if program:
-        cmd += ["--exec", program]
+        cmd += ["--exec", program] + (["--from-thread"] if from_thread else [])
     if user is not None:
         cmd += ["--user", str(user)]
     if cgroup:

@@ -1,6 +1,6 @@
 """A capability workload the tests control: exact numbers of checks and changes under chosen comms.
 
-usage: workload.py [--wait] [--fork] [--user UID] [--cgroup DIR] [--exec PATH] STEP...
+usage: workload.py [--wait] [--fork] [--user UID] [--cgroup DIR] [--exec PATH [--from-thread]] STEP...
   STEP is COMM=ACTION, run with the thread's comm set to COMM; ACTION is one of
     setuid:N               N setuid(0) calls
     chown:N:PATH           N chown attempts of PATH (to a uid that is neither root nor the caller)
@@ -15,6 +15,7 @@ usage: workload.py [--wait] [--fork] [--user UID] [--cgroup DIR] [--exec PATH] S
   --user   become this uid (and gid), with no supplementary groups, before the steps
   --cgroup move this process into the cgroup v2 directory DIR before the steps
   --exec   after the steps, replace this process with the program PATH (its comm becomes PATH's name)
+  --from-thread  exec from a second thread, not the main one (the kernel gives it the main one's id)
 Prints one JSON object per step: the step, its result, and the Cap* lines of /proc/self/status
 before and after it.
 """
@@ -130,6 +131,7 @@ def main() -> None:
     parser.add_argument("--user", type=int)
     parser.add_argument("--cgroup")
     parser.add_argument("--exec", dest="program")
+    parser.add_argument("--from-thread", action="store_true")
     parser.add_argument("steps", nargs="*")
     args = parser.parse_args()
     if args.cgroup:
@@ -148,7 +150,12 @@ def main() -> None:
             raise SystemExit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
     for step in args.steps:
         print(json.dumps(run_step(step)), flush=True)
-    if args.program:
+    if args.program and args.from_thread:
+        import threading
+
+        threading.Thread(target=os.execv, args=(args.program, [args.program])).start()
+        threading.Event().wait()  # the exec ends this thread with the rest
+    elif args.program:
         os.execv(args.program, [args.program])
 
 

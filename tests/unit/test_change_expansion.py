@@ -2,6 +2,7 @@
 
 import pytest
 
+from exporter import changes
 from exporter.changes import Change, expand
 
 
@@ -22,3 +23,20 @@ from exporter.changes import Change, expand
 )
 def test_expand(syscall, set_index, before, after, expected):
     assert list(expand(syscall, set_index, before, after)) == expected
+
+
+def test_commit_creds_hook_numbers_are_the_tracked_syscalls_in_label_order():
+    from exporter import probes, syscalls
+
+    for machine, numbers in probes.CHANGE_SYSCALL_NUMBERS.items():
+        assert [name.lower() for name in numbers] == list(changes.SYSCALLS), machine
+    for name, number in probes.CHANGE_SYSCALL_NUMBERS["x86_64"].items():
+        assert syscalls.name(number, "x86_64") == name.lower()
+
+
+def test_a_configured_mode_is_the_commit_creds_hook_tried_before_the_tracepoints():
+    from exporter import probes
+
+    assert probes.change_hooks("fexit") == ("fexit", "tracepoint")
+    assert probes.change_hooks("kprobe") == ("kprobe", "tracepoint")
+    assert probes.change_hooks("auto") == probes.change_hooks("tracepoint") == ("fexit", "kprobe", "tracepoint")

@@ -1,6 +1,7 @@
 """The collector's decoding and aggregation, over in-memory stand-ins for the BPF maps."""
 
 import ctypes
+from array import array
 
 from prometheus_client import CollectorRegistry
 
@@ -8,19 +9,30 @@ from exporter.cgroups import CgroupNames
 from exporter.collector import CapabilityCollector, ProbeInfo
 from exporter.config import LabelsConfig, comm_filter, FiltersConfig
 from exporter.layouts import CheckKey, CheckValue, DropKey, DropValue
-from exporter.maps import BpfMap
+from exporter.maps import BpfMap, Chunk
 
 
 class FakeMap:
-    """Per-CPU entries as the kernel would return them."""
+    """Per-CPU entries as the kernel would return them; entries with fewer CPUs are padded with zeros."""
 
     def __init__(self, entries, key_type=CheckKey, capacity=100):
         self.entries = entries
         self.key_type = key_type
         self.capacity = capacity
+        self.key_size = ctypes.sizeof(type(entries[0][0]) if entries else key_type)
+        per_cpu = [values for _, values in entries if isinstance(values, list)]
+        self.slots = max(map(len, per_cpu), default=1)
+        self.words = max((ctypes.sizeof(values[0]) // 8 for values in per_cpu), default=2)
 
     def items(self):
         return iter(self.entries)
+
+    def chunks(self):
+        words = array("Q")
+        for _, values in self.entries:
+            for value in values + [type(values[0])()] * (self.slots - len(values)):
+                words.frombytes(bytes(value))
+        yield Chunk(len(self.entries), b"".join(bytes(k) for k, _ in self.entries), words)
 
     def lookup(self, key):
         return [v for k, v in self.entries if k.value == key.value]
@@ -30,6 +42,9 @@ class FakeMap:
 
 class BrokenMap(FakeMap):
     def items(self):
+        raise OSError(9, "Bad file descriptor")
+
+    def chunks(self):
         raise OSError(9, "Bad file descriptor")
 
 

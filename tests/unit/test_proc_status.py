@@ -61,3 +61,35 @@ def test_held_is_the_union_per_comm_and_cached_for_the_refresh_interval():
     now[0] = 10.0
     cache.by_comm()
     assert scans == [0.0, 10.0]
+
+
+def test_in_the_background_a_stale_cache_is_served_while_the_next_scan_runs():
+    import threading
+
+    now = [0.0]
+    results = iter([[proc_status.ProcessCaps(1, "a", 1, 0, 0, 0)], [proc_status.ProcessCaps(1, "a", 3, 0, 0, 0)]])
+    allowed = threading.Semaphore(1)  # the first scan may run; each later one waits for a release
+    scans = []
+
+    def scan():
+        allowed.acquire()
+        scans.append(now[0])
+        return next(results)
+
+    cache = held.HeldCapabilities(10, scan=scan, clock=lambda: now[0], background=True)
+    assert cache.by_comm() == {"a": 1}  # the first scan, started at once, is waited for
+    now[0] = 10.0
+    assert cache.by_comm() == {"a": 1}  # stale: served as it is, and the next scan starts
+    assert cache.by_comm() == {"a": 1}  # that scan is still running: no second one starts
+    allowed.release()
+    for _ in range(500):
+        if cache.by_comm() == {"a": 3}:
+            break
+        threading.Event().wait(0.01)
+    assert cache.by_comm() == {"a": 3}
+    assert scans == [0.0, 10.0]
+
+
+def test_at_every_scrape_means_no_background():
+    cache = held.HeldCapabilities(0, scan=lambda: [], background=True)
+    assert not cache.background and cache.by_comm() == {}
