@@ -108,7 +108,7 @@ class CapabilityCollector(Collector):
         self._series_cache: dict[bytes, _Series] = {}
         self._unused_texts: dict[tuple[str, int], str] = {}
         self.label_names = ["comm", "capability"] + [
-            n for n in ("uid", "cgroup", "container", "pod") if getattr(labels, n)
+            n for n in ("process", "uid", "cgroup", "container", "pod") if getattr(labels, n)
         ]
         if labels.opts:
             self.label_names += ["audit", "insetid"]
@@ -240,28 +240,33 @@ class CapabilityCollector(Collector):
                 if not self.keep_comm(comm):
                     continue
                 count = counts[i]
+                who = (comm, decode_comm(key.process)) if self.labels.process else (comm,)
                 for change in changes.expand(key.syscall, key.set, key.before, key.after):
-                    labels = (comm, *change)
+                    labels = (*who, *change)
                     totals[labels] = totals.get(labels, 0) + count
+        who = ["comm", "process"] if self.labels.process else ["comm"]
         sets = CounterMetricFamily(
             "capability_set_changes",
             "Capabilities a syscall added to (gained) or removed from (lost) a thread's capability set.",
-            labels=["comm", "syscall", "set", "capability", "direction"],
+            labels=[*who, "syscall", "set", "capability", "direction"],
         )
         securebits = CounterMetricFamily(
             "capability_securebits_changes",
             "Securebits a syscall turned on (gained) or off (lost).",
-            labels=["comm", "syscall", "bit", "direction"],
+            labels=[*who, "syscall", "bit", "direction"],
         )
-        for (comm, syscall, set_name, name, direction), count in totals.items():
+        for labels, count in totals.items():
+            *identity, syscall, set_name, name, direction = labels
             if set_name == "securebits":
-                securebits.add_metric([comm, syscall, name, direction], count)
+                securebits.add_metric([*identity, syscall, name, direction], count)
             else:
-                sets.add_metric([comm, syscall, set_name, name, direction], count)
+                sets.add_metric([*identity, syscall, set_name, name, direction], count)
         return [sets, securebits]
 
     def _label_values(self, key, comm: str) -> tuple[str, ...]:
         values = [comm, capabilities.name(key.cap)]
+        if self.labels.process:
+            values.append(decode_comm(key.process))
         if self.labels.uid:
             values.append(str(key.uid))
         if self.labels.needs_cgroup_id:

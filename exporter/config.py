@@ -109,6 +109,7 @@ class LabelsConfig:
     container: bool = False
     pod: bool = False
     opts: bool = False
+    process: bool = False
     cgroup_v1_controller: str = checked("", _controller_name)
 
     @property

@@ -147,3 +147,20 @@ def test_changes_are_expanded_per_capability_and_summed_over_transitions():
     bits = {"comm": "sshd", "syscall": "prctl", "bit": "SECBIT_KEEP_CAPS", "direction": "gained"}
     assert r.get_sample_value("capability_securebits_changes_total", bits) == 1
     assert r.get_sample_value("capability_exporter_bpf_map_entries", {"map": "changes"}) == 3
+
+
+def test_process_label_comes_from_the_key_and_keeps_comm_apart():
+    def keyed(comm, process):
+        raw = key(comm, 7)
+        raw.process = process.encode()
+        return raw
+
+    checks = FakeMap([
+        (keyed("worker-1", "server"), [CheckValue(5, 0)]),
+        (keyed("worker-1", "client"), [CheckValue(2, 1)]),
+    ])
+    r = registry_for(checks, labels=LabelsConfig(process=True))
+    assert r.get_sample_value("capability_checks_total",
+                              {"comm": "worker-1", "process": "server", "capability": "CAP_SETUID"}) == 5
+    assert r.get_sample_value("capability_denials_total",
+                              {"comm": "worker-1", "process": "client", "capability": "CAP_SETUID"}) == 1
