@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, containers, profile, progstats
+from . import __version__, capabilities, changes, containers, profile, progstats, units
 from .cgroups import UNKNOWN, CgroupNames
 from .config import LabelsConfig, UnusedConfig
 from .exposition import RenderedFamily, label_text
@@ -108,7 +108,7 @@ class CapabilityCollector(Collector):
         self._series_cache: dict[bytes, _Series] = {}
         self._unused_texts: dict[tuple[str, int], str] = {}
         self.label_names = ["comm", "capability"] + [
-            n for n in ("process", "uid", "cgroup", "container", "pod") if getattr(labels, n)
+            n for n in ("process", "uid", "cgroup", "unit", "container", "pod") if getattr(labels, n)
         ]
         if labels.opts:
             self.label_names += ["audit", "insetid"]
@@ -272,8 +272,9 @@ class CapabilityCollector(Collector):
         if self.labels.needs_cgroup_id:
             path = self.cgroup_names.name(key.cgroup_id)
             workload = containers.from_cgroup(path)
-            chosen = {"cgroup": path, "container": workload.container, "pod": workload.pod}
-            values.extend(chosen[name] for name in ("cgroup", "container", "pod") if getattr(self.labels, name))
+            chosen = {"cgroup": path, "unit": units.from_cgroup(path), "container": workload.container,
+                      "pod": workload.pod}
+            values.extend(chosen[name] for name in ("cgroup", "unit", "container", "pod") if getattr(self.labels, name))
         if self.labels.opts:
             values.extend(self._opts_label_values(key.opts))
         return tuple(values)

@@ -106,6 +106,7 @@ class FiltersConfig:
 class LabelsConfig:
     uid: bool = False
     cgroup: bool = False
+    unit: bool = False
     container: bool = False
     pod: bool = False
     opts: bool = False
@@ -114,7 +115,7 @@ class LabelsConfig:
 
     @property
     def needs_cgroup_id(self) -> bool:
-        return self.cgroup or self.container or self.pod
+        return self.cgroup or self.unit or self.container or self.pod
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""Workload identity on the real kernel: the process label of threads that rename themselves."""
+"""Workload identity on the real kernel: the process label of threads that rename themselves,
+and the unit label of a process in a systemd service's cgroup."""
 
+import errno
+import os
 import subprocess
 
 import pytest
 
-from support import HANG_TIMEOUT, ROOT, unique_comm
+from exporter import kernel, units
+from support import HANG_TIMEOUT, ROOT, run_workload, unique_comm
+
+SERVICE = "capexp-test.service"
 
 CHECKS = "capability_checks_total"
 CHANGES = "capability_set_changes_total"
@@ -51,3 +57,51 @@ def test_changes_carry_the_process_label(start_exporter, workers):
         frozenset({"comm": "worker-0", "process": workers.name, "syscall": "prctl", "set": "bounding",
                    "capability": "CAP_SYS_MODULE", "direction": "lost"}.items()): 1.0
     }
+
+
+@pytest.fixture
+def service_cgroup():
+    """The cgroup v2 directory /system.slice/capexp-test.service, as systemd would make it.
+
+    Other checkouts' suites may use it at the same time (their comms differ): a directory
+    another run made, or still has a process in, is left to that run."""
+    mount = kernel.cgroup2_mount()
+    assert mount, "these machines mount cgroup v2"
+    slice_dir = os.path.join(mount, "system.slice")
+    directory = os.path.join(slice_dir, SERVICE)
+    made = [path for path in (slice_dir, directory) if _made(path)]
+    yield directory
+    for path in reversed(made):
+        try:
+            os.rmdir(path)
+        except OSError as err:
+            if err.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT):
+                raise
+
+
+def _made(path: str) -> bool:
+    try:
+        os.mkdir(path)
+        return True
+    except FileExistsError:
+        return False
+
+
+def test_a_service_cgroup_gives_the_unit_label(start_exporter, service_cgroup):
+    inside, outside = unique_comm("svc"), unique_comm("out")
+    exporter = start_exporter({"labels": {"unit": True}})
+    run_workload(f"{inside}=setuid:37", cgroup=service_cgroup)
+    run_workload(f"{outside}=setuid:5")
+    assert exporter.series(CHECKS, comm=inside) == {
+        frozenset({"comm": inside, "capability": "CAP_SETUID", "unit": SERVICE}.items()): 37.0
+    }
+    # Outside: whatever unit this suite runs in ("" where it is in none, as on the dev machines).
+    assert exporter.series(CHECKS, comm=outside, capability="CAP_SETUID") == {
+        frozenset({"comm": outside, "capability": "CAP_SETUID", "unit": units.from_cgroup(own_cgroup())}.items()): 5.0
+    }
+
+
+def own_cgroup() -> str:
+    """This process's cgroup v2 path, as /proc/self/cgroup's "0::" line gives it."""
+    with open("/proc/self/cgroup") as f:
+        return next(line[3:].strip() for line in f if line.startswith("0::"))

@@ -164,3 +164,17 @@ def test_process_label_comes_from_the_key_and_keeps_comm_apart():
                               {"comm": "worker-1", "process": "server", "capability": "CAP_SETUID"}) == 5
     assert r.get_sample_value("capability_denials_total",
                               {"comm": "worker-1", "process": "client", "capability": "CAP_SETUID"}) == 1
+
+
+def test_unit_label_from_the_resolved_cgroup_path():
+    names = CgroupNames(None)
+    names._paths[77] = "/system.slice/ssh.service"
+    checks = FakeMap([(key("sshd", 7, cgroup_id=77), [CheckValue(3, 0)]), (key("bash", 7, cgroup_id=1), [CheckValue(1, 0)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(unit=True),
+                                    comm_filter(FiltersConfig()), names)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert registry.get_sample_value("capability_checks_total",
+                                     {"comm": "sshd", "capability": "CAP_SETUID", "unit": "ssh.service"}) == 3
+    assert registry.get_sample_value("capability_checks_total",
+                                     {"comm": "bash", "capability": "CAP_SETUID", "unit": ""}) == 1
