@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import threading
@@ -12,9 +13,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, containers, profile, progstats, units
+from . import __version__, capabilities, changes, containers, proc_status, profile, progstats, units, workloads
 from .cgroups import UNKNOWN, CgroupNames
-from .config import LabelsConfig, UnusedConfig
+from .config import Config, FiltersConfig, LabelsConfig, comm_filter
 from .exposition import RenderedFamily, label_text
 from .held import HeldCapabilities
 from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
@@ -41,25 +42,35 @@ class ProbeInfo:
 
 @dataclass
 class UnusedSettings:
-    """capability_unused: what live processes hold, which comms may have series, and how many."""
+    """capability_unused: what live processes hold per workload (unused.by), which workloads may
+    have series, and how many."""
 
     held: HeldCapabilities
-    keep_comm: Callable[[str], bool]
-    max_comms: int
+    keep: Callable[[str], bool]  # a workload's name through unused.comms (and, by comm, the comm filters)
+    max_workloads: int
+    by: str = "comm"
 
     @classmethod
-    def of(cls, config: UnusedConfig, keep_comm: Callable[[str], bool]) -> Optional["UnusedSettings"]:
-        if not config.enabled:
+    def of(cls, config: Config, cgroup_controller: str = "") -> Optional["UnusedSettings"]:
+        unused = config.unused
+        if not unused.enabled:
             return None
-        return cls(HeldCapabilities(config.refresh_seconds, background=True), keep_comm, config.max_comms)
+        by = unused.by
+        # By comm the comm filters apply to the workload's name; by anything else, to checks only.
+        keep = comm_filter(config.filters if by == "comm" else FiltersConfig(), unused.comms)
+        scan = functools.partial(proc_status.processes,
+                                 cgroup=cgroup_controller if workloads.needs_cgroup(by) else None)
+        held = HeldCapabilities(unused.refresh_seconds, scan=scan, background=True,
+                                workload_of=functools.partial(workloads.of_process, by))
+        return cls(held, keep, unused.max_comms, by)
 
 
 @dataclass
 class _Scrape:
-    """What one scrape learns on its way: map sizes, and what each comm was granted."""
+    """What one scrape learns on its way: map sizes, and what each workload was granted."""
 
     entries: dict[str, int] = field(default_factory=dict)
-    granted: dict[str, int] = field(default_factory=dict)  # comm -> mask of capabilities granted
+    granted: dict[str, int] = field(default_factory=dict)  # workload -> mask of capabilities granted
 
 
 class _Series(NamedTuple):
@@ -70,7 +81,7 @@ class _Series(NamedTuple):
 
     text: str  # the label text of its series, as /metrics writes it
     values: tuple[str, ...]  # the label values, in label_names order
-    comm: str
+    workload: str  # its name under unused.by
     grant: int  # 1 << cap if a granted check under this key was audited (counts as a use), else 0
 
 
@@ -112,6 +123,8 @@ class CapabilityCollector(Collector):
         ]
         if labels.opts:
             self.label_names += ["audit", "insetid"]
+        self.by = unused.by if unused is not None else "comm"
+        self._needs_cgroup = labels.needs_cgroup_id or workloads.needs_cgroup(self.by)
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -190,7 +203,7 @@ class CapabilityCollector(Collector):
                     checks_by[text] = n_checks
                     denials_by[text] = n_denials
                 if known.grant and n_checks > n_denials:
-                    granted[known.comm] = granted.get(known.comm, 0) | known.grant
+                    granted[known.workload] = granted.get(known.workload, 0) | known.grant
         scrape.entries["checks"] = entries
         checks = RenderedFamily("capability_checks", "Capability checks (cap_capable calls), granted and denied.",
                                 "counter", self.label_names, "_total")
@@ -211,10 +224,16 @@ class CapabilityCollector(Collector):
             values = self._label_values(key, comm)
             # Only with labels.opts can a key say that it was not audited.
             grant = 0 if key.opts & CAP_OPT_NOAUDIT else 1 << key.cap
-            known = _Series(label_text(self.label_names, values), values, comm, grant)
-        if not (self.labels.needs_cgroup_id and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
+            known = _Series(label_text(self.label_names, values), values, self._workload_of(key, comm), grant)
+        if not (self._needs_cgroup and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
             self._series_cache[raw] = known
         return known
+
+    def _workload_of(self, key, comm: str) -> str:
+        if self.by == "comm":  # the common case, and the only one that needs no more decoding
+            return comm
+        path = self.cgroup_names.name(key.cgroup_id) if workloads.needs_cgroup(self.by) else ""
+        return workloads.name(self.by, comm, decode_comm(key.process), path)
 
     def _fill(self, entries: dict[str, int]) -> list[Metric]:
         map_entries = GaugeMetricFamily(PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"])
@@ -303,64 +322,74 @@ class CapabilityCollector(Collector):
 
     def _unused(self, granted: dict[str, int]) -> Iterable[Metric]:
         assert self.unused is not None
-        held = self.unused.held.by_comm()
-        unused = {comm: mask & ~granted.get(comm, 0) for comm, mask in held.items() if self.unused.keep_comm(comm)}
-        comms = sorted(comm for comm, mask in unused.items() if mask)
-        kept = comms[:self.unused.max_comms]
+        held = self.unused.held.by_workload()
+        unused = {name: mask & ~granted.get(name, 0) for name, mask in held.items() if self.unused.keep(name)}
+        names = sorted(name for name, mask in unused.items() if mask)
+        kept = names[:self.unused.max_workloads]
         with self._lock:
-            self._unused_dropped += len(comms) - len(kept)
+            self._unused_dropped += len(names) - len(kept)
             dropped = self._unused_dropped
+        by = self.by
         family = RenderedFamily(
             "capability_unused",
-            "1 for a capability that a running process with this comm holds in its permitted set, but that "
-            "no check by this comm was granted since the exporter started.",
-            "gauge", ["comm", "capability"],
+            f"1 for a capability that a running process of this {by} holds in its permitted set, but that "
+            f"no check of this {by} was granted since the exporter started.",
+            "gauge", [by, "capability"],
         )
         texts = self._unused_texts
-        if len(texts) > 64 * self.unused.max_comms + 4096:
+        if len(texts) > 64 * self.unused.max_workloads + 4096:
             texts.clear()
-        for comm in kept:
-            mask = unused[comm]
+        for name in kept:
+            mask = unused[name]
             for bit in range(mask.bit_length()):
                 if mask >> bit & 1:
-                    text = texts.get((comm, bit))
-                    values = (comm, capabilities.name(bit))
+                    text = texts.get((name, bit))
+                    values = (name, capabilities.name(bit))
                     if text is None:
-                        text = texts[(comm, bit)] = label_text(family.label_names, values)
+                        text = texts[(name, bit)] = label_text(family.label_names, values)
                     family.add(text, values, 1)
         left_out = CounterMetricFamily(
             PREFIX + "unused_comms_dropped",
-            "Comms with unused capabilities left out of capability_unused because unused.max_comms was "
-            "reached, summed over scrapes.",
+            "Workloads (comms, or what unused.by names) with unused capabilities left out of capability_unused "
+            "because unused.max_comms was reached, summed over scrapes.",
             value=dropped,
         )
         return [family, left_out]
 
     def profiles(self) -> dict[str, dict]:
-        """Per comm, the document `capability-exporter run --format json` makes, from the maps and /proc."""
+        """Per workload (unused.by), the document `capability-exporter run --format json` makes, from
+        the maps and /proc. Keyed by cgroup (unit, container), a profile has no changes: the changes
+        map does not know cgroups."""
         noaudit = self.probe.noaudit
         if noaudit == "included" and not self.labels.opts:
             noaudit = "unknown"
-        held = self.unused.held.by_comm() if self.unused is not None else {}
+        held = self.unused.held.by_workload() if self.unused is not None else {}
         profiles: dict[str, profile.Profile] = {}
 
-        def of(comm: str) -> profile.Profile:
-            if comm not in profiles:
-                mask = held.get(comm)
-                profiles[comm] = profile.Profile(self.probe.mode, noaudit,
+        def of(name: str) -> profile.Profile:
+            if name not in profiles:
+                mask = held.get(name)
+                profiles[name] = profile.Profile(self.probe.mode, noaudit,
                                                  held=None if mask is None else capabilities.decode(mask))
-            return profiles[comm]
+            return profiles[name]
 
-        for check in profile.read_checks(self.maps["checks"], noaudit):
-            if self.keep_comm(check.comm):
-                of(check.comm).checks.append(check)
-        for change in profile.read_changes(self.maps["changes"]) if "changes" in self.maps else []:
-            if self.keep_comm(change.comm):
-                of(change.comm).changes.append(change)
+        checks = profile.read_checks_by(self.maps["checks"], noaudit,
+                                        lambda key: self._workload_of(key, decode_comm(key.comm)))
+        for name, counts in checks.items():
+            kept = [check for check in counts if self.keep_comm(check.comm)]
+            if name and kept:
+                of(name).checks.extend(kept)
+        if "changes" in self.maps and not workloads.needs_cgroup(self.by):
+            field_name = "process" if self.by == "process" else "comm"
+            for name, counts in profile.read_changes_by(self.maps["changes"],
+                                                         lambda key: decode_comm(getattr(key, field_name))).items():
+                kept = [change for change in counts if self.keep_comm(change.comm)]
+                if kept:
+                    of(name).changes.extend(kept)
         if self.unused is not None:
-            for comm in filter(self.unused.keep_comm, held):
-                of(comm)
-        return {comm: profile.document(profiles[comm], comm=comm) for comm in sorted(profiles)}
+            for name in filter(self.unused.keep, held):
+                of(name)
+        return {name: profile.document(profiles[name], **{self.by: name}) for name in sorted(profiles)}
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

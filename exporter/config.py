@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterable, Optional
 import yaml
 
 MODES = ("auto", "fexit", "kprobe", "tracepoint")
+# What capability_unused and /profiles are kept per (unused.by), and the /profiles parameters.
+WORKLOAD_KEYS = ("comm", "process", "unit", "container")
 MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
 MAX_MAP_ENTRIES = 1 << 24
 
@@ -128,6 +130,7 @@ class ChangesConfig:
 @dataclass(frozen=True)
 class UnusedConfig:
     enabled: bool = True
+    by: str = checked("comm", one_of(WORKLOAD_KEYS))
     comms: tuple[str, ...] = checked((), _each(_regex))
     max_comms: int = checked(100, _at_least(1, 1 << 20))
     refresh_seconds: int = checked(10, _at_least(0, 3600))
@@ -141,6 +144,16 @@ class Config:
     maps: MapsConfig = MapsConfig()
     filters: FiltersConfig = FiltersConfig()
     labels: LabelsConfig = LabelsConfig()
+
+    @property
+    def key_process(self) -> bool:
+        """Whether checks are keyed by their process in the kernel: for a label, or for unused.by."""
+        return self.labels.process or self.unused.by == "process"
+
+    @property
+    def key_cgroup(self) -> bool:
+        """Whether checks are keyed by cgroup in the kernel: for a label, or for unused.by."""
+        return self.labels.needs_cgroup_id or self.unused.by in ("unit", "container")
 
 
 def load(path: str) -> Config:

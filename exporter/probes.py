@@ -134,7 +134,7 @@ def cflags(config: Config, mode: str, extra: Optional[Defines] = None) -> list[s
         "CAP_AUDIT_ARG_INT": kernel.version() < (5, 1, 0),
         "VM_ENOUGH_RETURNS_ERRNO": kernel.version() >= (6, 12, 0),
         "KEY_UID": config.labels.uid,
-        "KEY_CGROUP": config.labels.needs_cgroup_id,
+        "KEY_CGROUP": config.key_cgroup,
         "KEY_OPTS": config.labels.opts,
         "FILTER_CGROUP": bool(config.filters.cgroup_prefix),
     }
@@ -345,8 +345,9 @@ def _load_tree(extra: Defines, compiler_log) -> Any:
 
 
 def process_defines(config: Config) -> Defines:
-    """KEY_PROCESS and the offsets of capability.h's read_process_name(), when labels.process is on."""
-    if not config.labels.process:
+    """KEY_PROCESS and the offsets of capability.h's read_process_name(), for labels.process or
+    unused.by: process."""
+    if not config.key_process:
         return {}
     return {"KEY_PROCESS": None, **_required_offsets(PROCESS_LAYOUT, "labels.process")}
 
@@ -407,7 +408,7 @@ def kernel_callers(module: Any) -> Any:
 def cgroup_v1_defines(config: Config) -> Defines:
     """Offsets and the controller's index for keying checks by a cgroup v1 hierarchy."""
     controller = config.labels.cgroup_v1_controller
-    if not (controller and config.labels.needs_cgroup_id):
+    if not (controller and config.key_cgroup):
         return {}
     if kernel.cgroup_v1_mount(controller) is None:
         raise LoadError(f"labels.cgroup_v1_controller: no cgroup v1 hierarchy of {controller} is mounted")

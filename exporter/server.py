@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 import socket
 import ssl
@@ -14,7 +13,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__, exposition
+from . import __version__, exposition, profile_query
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,8 @@ LANDING = """<!DOCTYPE html>
 <h1>capability-exporter</h1>
 <p>Linux capability checks and denials, counted in the kernel with eBPF. Version {version}, attach mode {mode}.</p>
 <ul><li><a href="{path}">Metrics</a></li>
-<li><a href="/profiles">Profiles</a>: per comm, the capabilities granted, denied and held, and what to grant
-(one comm: /profiles?comm=NAME)</li></ul>
+<li><a href="/profiles">Profiles</a>: per workload, the capabilities granted, denied and held, and what to grant
+(one: /profiles?comm=NAME, or unit, process, container; &amp;format=systemd and the other formats of run)</li></ul>
 </body>
 </html>
 """
@@ -90,22 +89,14 @@ def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str
 
 
 def _profiles(start_response: Callable, profiles: Callable[[], dict[str, dict]], query: str) -> list[bytes]:
-    """All comms' profiles, or one comm's with ?comm=NAME."""
+    """All workloads' profiles, or one's with ?comm=NAME (unit, process, container), in any run format."""
     try:
         params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=8)
     except ValueError as err:
         return _plain(start_response, "400 Bad Request", f"bad query string: {err}\n")
-    unknown = sorted(set(params) - {"comm"})
-    if unknown or len(params.get("comm", [])) > 1:
-        return _plain(start_response, "400 Bad Request", "the only parameter is comm, given once\n")
-    documents = profiles()
-    if "comm" in params:
-        comm = params["comm"][0]
-        if comm not in documents:
-            return _plain(start_response, "404 Not Found", f"no profile for comm {comm!r}\n")
-        documents = documents[comm]
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [json.dumps(documents, indent=2).encode() + b"\n"]
+    reply = profile_query.answer(params, profiles())
+    start_response(reply.status, [("Content-Type", reply.content_type)])
+    return [reply.body]
 
 
 def _plain(start_response: Callable, status: str, text: str) -> list[bytes]:

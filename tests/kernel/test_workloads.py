@@ -1,14 +1,17 @@
 """Workload identity on the real kernel: the process label of threads that rename themselves,
-and the unit label of a process in a systemd service's cgroup."""
+the unit label of a process in a systemd service's cgroup, and capability_unused and /profiles
+kept per unit."""
 
 import errno
+import json
 import os
 import subprocess
+import urllib.error
 
 import pytest
 
 from exporter import kernel, units
-from support import HANG_TIMEOUT, ROOT, run_workload, unique_comm
+from support import HANG_TIMEOUT, NOBODY, ROOT, run_workload, unique_comm, wait_for
 
 SERVICE = "capexp-test.service"
 
@@ -105,3 +108,54 @@ def own_cgroup() -> str:
     """This process's cgroup v2 path, as /proc/self/cgroup's "0::" line gives it."""
     with open("/proc/self/cgroup") as f:
         return next(line[3:].strip() for line in f if line.startswith("0::"))
+
+
+@pytest.fixture
+def hold_net_raw_in(request):
+    """hold_net_raw_in(cgroup) -> a process in that cgroup, as nobody, holding only CAP_NET_RAW,
+    which it never uses; setpriv's own checks (CAP_SETUID, ...) are made in the cgroup too."""
+    holders = []
+
+    def start(cgroup: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup,
+             "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             "--inh-caps=+net_raw", "--ambient-caps=+net_raw", "sleep", "300"])
+        holders.append(process)
+        return process
+
+    yield start
+    for process in holders:
+        process.kill()
+        process.wait()
+
+
+def unit_profile(exporter, unit: str, fmt: str = ""):
+    try:
+        return exporter.get(f"/profiles?unit={unit}" + (f"&format={fmt}" if fmt else ""))
+    except urllib.error.HTTPError as err:
+        assert err.code == 404
+        return None
+
+
+def test_unused_and_profiles_per_unit(start_exporter, service_cgroup, hold_net_raw_in):
+    comm = unique_comm("svc")
+    exporter = start_exporter({"unused": {"by": "unit", "refresh_seconds": 0}})
+    run_workload(f"{comm}=setuid:21", cgroup=service_cgroup)
+    holder = hold_net_raw_in(service_cgroup)
+    wait_for(lambda: exporter.series("capability_unused", unit=SERVICE), f"capability_unused of {SERVICE}")
+    assert exporter.series("capability_unused", unit=SERVICE) == {
+        frozenset({"unit": SERVICE, "capability": "CAP_NET_RAW"}.items()): 1.0
+    }
+    doc = json.loads(unit_profile(exporter, SERVICE))
+    assert doc["unit"] == SERVICE and doc["held"] == ["CAP_NET_RAW"]
+    ours = [check for check in doc["checks"] if check["comm"] == comm]
+    assert [(c["capability"], c["granted"], c["denied"]) for c in ours] == [("CAP_SETUID", 21, 0)]
+    assert "CAP_SETUID" in doc["recommendation"]["needed"]
+    assert doc["recommendation"]["unused"] == ["CAP_NET_RAW"]
+    systemd = unit_profile(exporter, SERVICE, "systemd")
+    assert f"# capability-exporter /profiles: unit {SERVICE}\n" in systemd
+    assert "CAP_SETUID" in next(line for line in systemd.splitlines() if line.startswith("CapabilityBoundingSet="))
+    holder.kill()
+    holder.wait()
+    assert exporter.series("capability_unused", unit=SERVICE) == {}

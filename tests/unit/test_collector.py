@@ -178,3 +178,38 @@ def test_unit_label_from_the_resolved_cgroup_path():
                                      {"comm": "sshd", "capability": "CAP_SETUID", "unit": "ssh.service"}) == 3
     assert registry.get_sample_value("capability_checks_total",
                                      {"comm": "bash", "capability": "CAP_SETUID", "unit": ""}) == 1
+
+
+def test_unused_by_unit_combines_processes_bounded_and_counted():
+    from exporter.collector import UnusedSettings
+    from exporter.config import Config, UnusedConfig
+    from exporter.proc_status import ProcessCaps
+
+    def process(comm, cgroup, permitted):
+        return ProcessCaps(1, comm, permitted, 0, 0, 0, cgroup)
+
+    names = CgroupNames(None)
+    names._paths.update({5: "/system.slice/a.service", 6: "/system.slice/b.service"})
+    scan = [process("a1", "/system.slice/a.service", 1 << 13), process("a2", "/system.slice/a.service", 1 << 7),
+            process("b", "/system.slice/b.service", 1 << 12), process("c", "/system.slice/c.service", 1 << 1),
+            process("loose", "/user.slice", 1 << 2)]
+    settings = UnusedSettings.of(Config(unused=UnusedConfig(by="unit", refresh_seconds=0, max_comms=2)))
+    settings.held.scan = lambda: scan
+    # a.service: a2's thread was granted CAP_SETUID; a1 holds CAP_NET_RAW, unused.
+    checks = FakeMap([(key("a2-worker", 7, cgroup_id=5), [CheckValue(4, 0)]),
+                      (key("b", 12, cgroup_id=6), [CheckValue(1, 1)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(),
+                                    comm_filter(FiltersConfig()), names, unused=settings)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    families = list(registry.collect())  # one scrape: the left-out counter sums over scrapes
+    unused = {tuple(sorted(s.labels.items())): s.value for m in families if m.name == "capability_unused"
+              for s in m.samples}
+    dropped = [s.value for m in families for s in m.samples if s.name == "capability_exporter_unused_comms_dropped_total"]
+    # a's CAP_NET_RAW; b's CAP_NET_ADMIN (its check was denied); c is past max_comms; "loose" is in no unit.
+    assert unused == {(("capability", "CAP_NET_RAW"), ("unit", "a.service")): 1,
+                      (("capability", "CAP_NET_ADMIN"), ("unit", "b.service")): 1}
+    assert dropped == [1]
+    assert sorted(collector.profiles()) == ["a.service", "b.service", "c.service"]
+    assert collector.profiles()["a.service"]["unit"] == "a.service"
+    assert collector.profiles()["a.service"]["held"] == ["CAP_SETUID", "CAP_NET_RAW"]

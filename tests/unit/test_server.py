@@ -40,9 +40,13 @@ def test_profiles_of_every_comm_or_one():
 
 
 @pytest.mark.parametrize("query, status, text", [
-    ("comm=sshd", "404 Not Found", "no profile for comm 'sshd'"),
-    ("comm=a&comm=b", "400 Bad Request", "the only parameter is comm, given once"),
-    ("pid=1", "400 Bad Request", "the only parameter is comm, given once"),
+    ("comm=sshd", "404 Not Found", "no profile for this comm"),
+    ("unit=ping", "404 Not Found", "no profile for this unit"),
+    ("comm=a&comm=b", "400 Bad Request", "each given once"),
+    ("comm=a&unit=b", "400 Bad Request", "the parameters are one of comm, process, unit, container"),
+    ("pid=1", "400 Bad Request", "the parameters are one of comm, process, unit, container"),
+    ("comm=ping&format=xml", "400 Bad Request", "format must be one of text, json"),
+    ("format=systemd", "400 Bad Request", "format systemd is for one workload"),
     ("comm", "400 Bad Request", "bad query string"),
 ])
 def test_bad_profile_requests_get_one_line(query, status, text):
