@@ -13,13 +13,14 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, containers, proc_status, profile, progstats, units, workloads
+from . import __version__, capabilities, changes, containers, proc_status, profile, progstats, runtimes, units, workloads
 from .cgroups import UNKNOWN, CgroupNames
 from .config import Config, FiltersConfig, LabelsConfig, comm_filter
 from .exposition import RenderedFamily, label_text
 from .held import HeldCapabilities
 from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
 from .maps import BpfMap
+from .runtimes import ContainerNames
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class UnusedSettings:
     keep: Callable[[str], bool]  # a workload's name through unused.comms (and, by comm, the comm filters)
     max_workloads: int
     by: str = "comm"
+    names: Optional[ContainerNames] = None  # shared with the collector's labels
 
     @classmethod
     def of(cls, config: Config, cgroup_controller: str = "") -> Optional["UnusedSettings"]:
@@ -60,9 +62,10 @@ class UnusedSettings:
         keep = comm_filter(config.filters if by == "comm" else FiltersConfig(), unused.comms)
         scan = functools.partial(proc_status.processes,
                                  cgroup=cgroup_controller if workloads.needs_cgroup(by) else None)
+        names = ContainerNames(config.labels.container_state_root)
         held = HeldCapabilities(unused.refresh_seconds, scan=scan, background=True,
-                                workload_of=functools.partial(workloads.of_process, by))
-        return cls(held, keep, unused.max_comms, by)
+                                workload_of=functools.partial(workloads.of_process, by, names))
+        return cls(held, keep, unused.max_comms, by, names)
 
 
 @dataclass
@@ -83,9 +86,13 @@ class _Series(NamedTuple):
     values: tuple[str, ...]  # the label values, in label_names order
     workload: str  # its name under unused.by
     grant: int  # 1 << cap if a granted check under this key was audited (counts as a use), else 0
+    container: str = ""  # the container id, if the key is a container's
+    cgroup_id: int = 0
 
 
-_FILTERED = _Series("", (), "", 0)  # a key whose comm the filters leave out
+_FILTERED = _Series("", (), "", 0)
+# The labels worked out from a key's cgroup, in label order.
+CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "pod_name", "namespace")  # a key whose comm the filters leave out
 # Label texts kept per map key, as a multiple of the map's capacity; past it the cache starts anew.
 _CACHE_FACTOR = 2
 
@@ -119,12 +126,16 @@ class CapabilityCollector(Collector):
         self._series_cache: dict[bytes, _Series] = {}
         self._unused_texts: dict[tuple[str, int], str] = {}
         self.label_names = ["comm", "capability"] + [
-            n for n in ("process", "uid", "cgroup", "unit", "container", "pod") if getattr(labels, n)
+            n for n in ("process", "uid", *CGROUP_LABELS) if getattr(labels, n)
         ]
+        self._wants_names = labels.container_name or labels.pod_name or labels.namespace
         if labels.opts:
             self.label_names += ["audit", "insetid"]
         self.by = unused.by if unused is not None else "comm"
         self._needs_cgroup = labels.needs_cgroup_id or workloads.needs_cgroup(self.by)
+        self.container_names = (unused.names if unused is not None and unused.names is not None
+                                else ContainerNames(labels.container_state_root))
+        self._gone_cgroups: set[int] = set()  # of removed containers: cgroup ids are never reused
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -192,7 +203,7 @@ class CapabilityCollector(Collector):
                 known = cache.get(raw)
                 if known is None:
                     known = self._series_of(raw)
-                if known is _FILTERED:
+                if known is _FILTERED or (known.container and self._container_gone(known)):
                     continue
                 text, n_checks, n_denials = known.text, all_checks[i], all_denials[i]
                 if text in series:
@@ -224,7 +235,10 @@ class CapabilityCollector(Collector):
             values = self._label_values(key, comm)
             # Only with labels.opts can a key say that it was not audited.
             grant = 0 if key.opts & CAP_OPT_NOAUDIT else 1 << key.cap
-            known = _Series(label_text(self.label_names, values), values, self._workload_of(key, comm), grant)
+            container = containers.from_cgroup(self.cgroup_names.name(key.cgroup_id)).container \
+                if self._needs_cgroup else ""
+            known = _Series(label_text(self.label_names, values), values, self._workload_of(key, comm), grant,
+                            container, key.cgroup_id)
         if not (self._needs_cgroup and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
             self._series_cache[raw] = known
         return known
@@ -233,7 +247,18 @@ class CapabilityCollector(Collector):
         if self.by == "comm":  # the common case, and the only one that needs no more decoding
             return comm
         path = self.cgroup_names.name(key.cgroup_id) if workloads.needs_cgroup(self.by) else ""
-        return workloads.name(self.by, comm, decode_comm(key.process), path)
+        return workloads.name(self.by, comm, decode_comm(key.process), path, self.container_names)
+
+    def _container_gone(self, series: _Series) -> bool:
+        """Whether the container a series belongs to was removed: its series go, and its names
+        are forgotten. The map entries stay, counted in the map's size, until the map is full."""
+        if series.cgroup_id in self._gone_cgroups:
+            return True
+        if self.cgroup_names.exists(series.cgroup_id):
+            return False
+        self._gone_cgroups.add(series.cgroup_id)
+        self.container_names.forget(series.container)
+        return True
 
     def _fill(self, entries: dict[str, int]) -> list[Metric]:
         map_entries = GaugeMetricFamily(PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"])
@@ -291,9 +316,11 @@ class CapabilityCollector(Collector):
         if self.labels.needs_cgroup_id:
             path = self.cgroup_names.name(key.cgroup_id)
             workload = containers.from_cgroup(path)
+            names = self.container_names.names(workload.container) if self._wants_names else runtimes.NONE
             chosen = {"cgroup": path, "unit": units.from_cgroup(path), "container": workload.container,
-                      "pod": workload.pod}
-            values.extend(chosen[name] for name in ("cgroup", "unit", "container", "pod") if getattr(self.labels, name))
+                      "pod": workload.pod, "container_name": names.container, "pod_name": names.pod,
+                      "namespace": names.namespace}
+            values.extend(chosen[name] for name in CGROUP_LABELS if getattr(self.labels, name))
         if self.labels.opts:
             values.extend(self._opts_label_values(key.opts))
         return tuple(values)

@@ -71,6 +71,12 @@ def _cgroup_path(path: str) -> Optional[str]:
     return None
 
 
+def _absolute_path(path: str) -> Optional[str]:
+    if not path.startswith("/"):
+        return f"must be an absolute path (got {path!r})"
+    return None
+
+
 def _controller_name(name: str) -> Optional[str]:
     if name and not re.fullmatch(r"[a-z_]+", name):
         return f"must be a cgroup v1 controller name such as memory or cpu (got {name!r})"
@@ -113,11 +119,17 @@ class LabelsConfig:
     pod: bool = False
     opts: bool = False
     process: bool = False
+    container_name: bool = False
+    pod_name: bool = False
+    namespace: bool = False
     cgroup_v1_controller: str = checked("", _controller_name)
+    # Where the host's / is, for the container runtimes' state (exporter/runtimes.py).
+    container_state_root: str = checked("/", _absolute_path)
 
     @property
     def needs_cgroup_id(self) -> bool:
-        return self.cgroup or self.unit or self.container or self.pod
+        return (self.cgroup or self.unit or self.container or self.pod
+                or self.container_name or self.pod_name or self.namespace)
 
 
 @dataclass(frozen=True)
