@@ -30,6 +30,8 @@ SUBSTITUTIONS = {
     "$__range": "5m",
     "$instance": ".*",
     "$comm": ".*",
+    "$workload_label": "comm",
+    "$workload": ".*",
     "$capability": ".*",
 }
 
@@ -209,8 +211,8 @@ def test_dashboard_variables_list_the_denied_comm(stack, denied):
     for var in variables:
         if var["type"] != "query":
             continue
-        selector, label = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"]).groups()
-        reply = prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": as_promql(selector)})
+        selector, label = re.fullmatch(r"label_values\((.+), (\$?\w+)\)", var["query"]["query"]).groups()
+        reply = prometheus.get(f"/api/v1/label/{as_promql(label)}/values", **{"match[]": as_promql(selector)})
         assert reply["status"] == "success", f"{var['name']}: {reply}"
         listed[var["name"]] = reply["data"]
     assert denied in listed["comm"]
