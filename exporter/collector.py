@@ -194,6 +194,7 @@ class CapabilityCollector(Collector):
         denials_by: dict[str, int] = {}
         entries = 0
         granted = scrape.granted
+        alive: set[int] = set()
         for chunk in checks_map.chunks():
             keys = chunk.keys
             entries += chunk.n
@@ -203,7 +204,7 @@ class CapabilityCollector(Collector):
                 known = cache.get(raw)
                 if known is None:
                     known = self._series_of(raw)
-                if known is _FILTERED or (known.container and self._container_gone(known)):
+                if known is _FILTERED or (known.container and self._container_gone(known, alive)):
                     continue
                 text, n_checks, n_denials = known.text, all_checks[i], all_denials[i]
                 if text in series:
@@ -249,12 +250,16 @@ class CapabilityCollector(Collector):
         path = self.cgroup_names.name(key.cgroup_id) if workloads.needs_cgroup(self.by) else ""
         return workloads.name(self.by, comm, decode_comm(key.process), path, self.container_names)
 
-    def _container_gone(self, series: _Series) -> bool:
+    def _container_gone(self, series: _Series, alive: set[int]) -> bool:
         """Whether the container a series belongs to was removed: its series go, and its names
-        are forgotten. The map entries stay, counted in the map's size, until the map is full."""
+        are forgotten. The map entries stay, counted in the map's size. alive: the cgroups this
+        scrape found, so that each is looked at once per scrape."""
         if series.cgroup_id in self._gone_cgroups:
             return True
+        if series.cgroup_id in alive:
+            return False
         if self.cgroup_names.exists(series.cgroup_id):
+            alive.add(series.cgroup_id)
             return False
         self._gone_cgroups.add(series.cgroup_id)
         self.container_names.forget(series.container)

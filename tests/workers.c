@@ -1,9 +1,10 @@
 /* A multi-threaded program whose threads rename themselves, for the process label's test.
  *
- * usage: workers N [drop-bounding]
+ * usage: workers N [drop-bounding|linger]
  *   Four threads rename themselves worker-0 .. worker-3 and each makes exactly N setuid(0)
  *   calls; with drop-bounding, worker-0 then drops CAP_SYS_MODULE from its bounding set.
- *   The main thread keeps the program's name and checks nothing itself.
+ *   The main thread keeps the program's name and checks nothing itself; with linger it
+ *   then prints "done" and waits until stdin closes.
  *   setuid is called as a raw syscall: glibc's setuid() makes every thread of the process
  *   call it, which would count each call four times, under every thread's name.
  */
@@ -43,12 +44,12 @@ int main(int argc, char **argv)
 	pthread_t threads[THREADS];
 	int failed = 0;
 
-	if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "drop-bounding"))) {
-		fprintf(stderr, "usage: workers N [drop-bounding]\n");
+	if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "drop-bounding") && strcmp(argv[2], "linger"))) {
+		fprintf(stderr, "usage: workers N [drop-bounding|linger]\n");
 		return 2;
 	}
 	calls = atol(argv[1]);
-	drop_bounding = argc == 3;
+	drop_bounding = argc == 3 && !strcmp(argv[2], "drop-bounding");
 	for (long i = 0; i < THREADS; i++)
 		if (pthread_create(&threads[i], NULL, work, (void *)i)) {
 			perror("pthread_create");
@@ -62,6 +63,12 @@ int main(int argc, char **argv)
 			perror(error);
 			failed = 1;
 		}
+	}
+	if (argc == 3 && !strcmp(argv[2], "linger")) {
+		printf("done\n");
+		fflush(stdout);
+		while (getchar() != EOF)
+			;
 	}
 	return failed;
 }

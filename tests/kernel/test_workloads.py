@@ -53,6 +53,28 @@ def test_without_the_label_there_is_no_process_label(start_exporter, workers):
     assert all("process" not in dict(labels) for labels in exporter.series(CHECKS))
 
 
+def test_unused_and_profiles_per_process(start_exporter, workers):
+    """Held sets from /proc (the leader's comm) and checks keyed in the kernel meet per process."""
+    exporter = start_exporter({"unused": {"by": "process", "refresh_seconds": 0}})
+    program = workers.name
+    lingering = subprocess.Popen([str(workers), "1000", "linger"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+    try:
+        assert lingering.stdout.readline() == "done\n"
+        unused = wait_for(lambda: exporter.series("capability_unused", process=program), f"capability_unused of {program}")
+        held_unused = {dict(labels)["capability"] for labels in unused}
+        assert "CAP_NET_RAW" in held_unused and "CAP_SETUID" not in held_unused  # root holds all; SETUID was used
+        doc = json.loads(exporter.get(f"/profiles?process={program}"))
+        assert doc["process"] == program and "CAP_SETUID" in doc["held"]
+        assert {(c["comm"], c["granted"]) for c in doc["checks"] if c["capability"] == "CAP_SETUID"} == {
+            (f"worker-{i}", 1000) for i in range(4)
+        }
+        assert "CAP_SETUID" in doc["recommendation"]["needed"]
+    finally:
+        lingering.communicate("", timeout=HANG_TIMEOUT)
+    assert lingering.returncode == 0
+
+
 def test_changes_carry_the_process_label(start_exporter, workers):
     exporter = start_exporter({"labels": {"process": True}, "changes": {"enabled": True}})
     run_workers(workers, "1", "drop-bounding")
