@@ -112,6 +112,7 @@ def _made(path: str) -> bool:
         return False
 
 
+@pytest.mark.any_mode
 def test_a_service_cgroup_gives_the_unit_label(start_exporter, service_cgroup):
     inside, outside = unique_comm("svc"), unique_comm("out")
     exporter = start_exporter({"labels": {"unit": True}})
@@ -160,6 +161,7 @@ def unit_profile(exporter, unit: str, fmt: str = ""):
         return None
 
 
+@pytest.mark.any_mode
 def test_unused_and_profiles_per_unit(start_exporter, service_cgroup, hold_net_raw_in):
     comm = unique_comm("svc")
     exporter = start_exporter({"unused": {"by": "unit", "refresh_seconds": 0}})
