@@ -90,9 +90,9 @@ class _Series(NamedTuple):
     cgroup_id: int = 0
 
 
-_FILTERED = _Series("", (), "", 0)
+_FILTERED = _Series("", (), "", 0)  # a key whose comm the filters leave out
 # The labels worked out from a key's cgroup, in label order.
-CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "pod_name", "namespace")  # a key whose comm the filters leave out
+CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "pod_name", "namespace")
 # Label texts kept per map key, as a multiple of the map's capacity; past it the cache starts anew.
 _CACHE_FACTOR = 2
 
