@@ -48,20 +48,19 @@ test-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
 
 deps: $(TEST_STAMP)
 
-# make bench: what the exporter costs, as one table (docs/performance.md); as root. It installs
-# Debian's bpftrace, to compare with. BENCH_ARGS=--smoke: a quick run with small numbers.
+# make bench: what the exporter costs, as one table (docs/performance.md); as root. It needs
+# gcc (the test packages) and installs Debian's bpftrace, to compare with.
+# BENCH_ARGS=--smoke: a quick run with small numbers.
 BENCH_ARGS ?=
-BPFTRACE_INSTALLED := dpkg-query -W -f='$${Status}' bpftrace 2>/dev/null | grep -q "ok installed" || \
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bpftrace; }
 .PHONY: bench
-bench: $(STAMP)
-	@$(BPFTRACE_INSTALLED)
+bench: $(TEST_STAMP)
+	@$(call apt_install_missing,bpftrace)
 	$(VENV)/bin/python bench/bench.py $(BENCH_ARGS)
 
 # make bench-kernels: the same bench in fexit and kprobe mode, in a guest of each of KERNELS.
 .PHONY: bench-kernels
-bench-kernels: $(STAMP) $(VNG_STAMP) kernel-images
-	@$(BPFTRACE_INSTALLED)
+bench-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
+	@$(call apt_install_missing,bpftrace)
 	for k in $(KERNELS); do $(VENV)/bin/python bench/bench.py --guest $$k --vng $(VNG_VENV)/bin/vng $(BENCH_ARGS); done
 
 # virtme-ng boots a kernel on this machine's own root filesystem, read-only.

@@ -108,8 +108,9 @@ def _confine(launch: Launch, caps: list[int]) -> None:
     """In the child, before execve: the set as systemd (a user) or docker (root) would grant it."""
     if launch.uid is not None:
         privileges.become(launch.uid, launch.gid, caps)
-    else:
-        privileges.drop_all(caps)
+    elif not privileges.drop_all(caps).bounding_dropped:
+        # A bounding set left whole would grant what the trial claims to leave out.
+        raise privileges.PrivilegeError("cannot cut the bounding set (it takes CAP_SETPCAP)")
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
 
