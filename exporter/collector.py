@@ -195,6 +195,7 @@ class CapabilityCollector(Collector):
         entries = 0
         granted = scrape.granted
         alive: set[int] = set()
+        gone: list[tuple[bytes, int]] = []  # the keys of removed containers, deleted below
         for chunk in checks_map.chunks():
             keys = chunk.keys
             entries += chunk.n
@@ -204,7 +205,10 @@ class CapabilityCollector(Collector):
                 known = cache.get(raw)
                 if known is None:
                     known = self._series_of(raw)
-                if known is _FILTERED or (known.container and self._container_gone(known, alive)):
+                if known is _FILTERED:
+                    continue
+                if known.container and self._container_gone(known, alive):
+                    gone.append((raw, known.cgroup_id))
                     continue
                 text, n_checks, n_denials = known.text, all_checks[i], all_denials[i]
                 if text in series:
@@ -217,6 +221,7 @@ class CapabilityCollector(Collector):
                 if known.grant and n_checks > n_denials:
                     granted[known.workload] = granted.get(known.workload, 0) | known.grant
         scrape.entries["checks"] = entries
+        self._delete_gone(checks_map, gone)
         checks = RenderedFamily("capability_checks", "Capability checks (cap_capable calls), granted and denied.",
                                 "counter", self.label_names, "_total")
         denials = RenderedFamily("capability_denials", "Capability checks that were denied.", "counter",
@@ -252,8 +257,8 @@ class CapabilityCollector(Collector):
 
     def _container_gone(self, series: _Series, alive: set[int]) -> bool:
         """Whether the container a series belongs to was removed: its series go, and its names
-        are forgotten. The map entries stay, counted in the map's size. alive: the cgroups this
-        scrape found, so that each is looked at once per scrape."""
+        are forgotten. alive: the cgroups this scrape found, so that each is looked at once per
+        scrape."""
         if series.cgroup_id in self._gone_cgroups:
             return True
         if series.cgroup_id in alive:
@@ -264,6 +269,19 @@ class CapabilityCollector(Collector):
         self._gone_cgroups.add(series.cgroup_id)
         self.container_names.forget(series.container)
         return True
+
+    def _delete_gone(self, checks_map: BpfMap, gone: list[tuple[bytes, int]]) -> None:
+        """Free the map entries of removed containers, so that container churn does not fill the
+        map; a cgroup is remembered as gone only while some of its entries could not be deleted."""
+        kept = set()
+        for raw, cgroup_id in gone:
+            try:
+                checks_map.delete(raw)
+                self._series_cache.pop(raw, None)
+            except OSError as err:
+                log.debug("deleting a removed container's entry from the checks map failed: %s", err)
+                kept.add(cgroup_id)
+        self._gone_cgroups -= {cgroup_id for _, cgroup_id in gone} - kept
 
     def _fill(self, entries: dict[str, int]) -> list[Metric]:
         map_entries = GaugeMetricFamily(PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"])

@@ -213,3 +213,31 @@ def test_unused_by_unit_combines_processes_bounded_and_counted():
     assert sorted(collector.profiles()) == ["a.service", "b.service", "c.service"]
     assert collector.profiles()["a.service"]["unit"] == "a.service"
     assert collector.profiles()["a.service"]["held"] == ["CAP_SETUID", "CAP_NET_RAW"]
+
+
+def test_a_removed_containers_series_go_and_its_entries_are_deleted(tmp_path):
+    """A container's cgroup is looked at once per scrape; once gone, its keys leave the map."""
+    class DeletingMap(FakeMap):
+        def delete(self, raw):
+            self.entries = [(k, v) for k, v in self.entries if bytes(k) != raw]
+            return True
+
+    cid = "c" * 64
+    leaf = tmp_path / f"libpod_parent/libpod-{cid}"
+    leaf.mkdir(parents=True)
+    names = CgroupNames(str(tmp_path))
+    cgroup_id = leaf.stat().st_ino
+    checks = DeletingMap([(key("chroot", 18, cgroup_id=cgroup_id), [CheckValue(3, 0)]),
+                          (key("sshd", 7), [CheckValue(1, 0)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(container=True),
+                                    comm_filter(FiltersConfig()), names)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    labels = {"comm": "chroot", "capability": "CAP_SYS_CHROOT", "container": cid}
+    assert registry.get_sample_value("capability_checks_total", labels) == 3
+    leaf.rmdir()
+    assert registry.get_sample_value("capability_checks_total", labels) is None
+    assert [k.comm for k, _ in checks.entries] == [b"sshd"]
+    assert collector._gone_cgroups == set()
+    assert registry.get_sample_value("capability_checks_total", {"comm": "sshd", "capability": "CAP_SETUID",
+                                                                 "container": ""}) == 1
