@@ -86,7 +86,7 @@ class _Series(NamedTuple):
     values: tuple[str, ...]  # the label values, in label_names order
     workload: str  # its name under unused.by
     grant: int  # 1 << cap if a granted check under this key was audited (counts as a use), else 0
-    container: str = ""  # the container id, if the key is a container's
+    container: str = ""  # the container id, if the key is a container's and its series say so
     cgroup_id: int = 0
 
 
@@ -136,6 +136,10 @@ class CapabilityCollector(Collector):
         self.container_names = (unused.names if unused is not None and unused.names is not None
                                 else ContainerNames(labels.container_state_root))
         self._gone_cgroups: set[int] = set()  # of removed containers: cgroup ids are never reused
+        # Only where its own series name the container can a removed container's be dropped: in a
+        # series it shares with others (a comm's, a pod's) the count would go down, which
+        # Prometheus reads as a counter reset.
+        self._forget_gone = labels.container or labels.cgroup
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -242,7 +246,7 @@ class CapabilityCollector(Collector):
             # Only with labels.opts can a key say that it was not audited.
             grant = 0 if key.opts & CAP_OPT_NOAUDIT else 1 << key.cap
             container = containers.from_cgroup(self.cgroup_names.name(key.cgroup_id)).container \
-                if self._needs_cgroup else ""
+                if self._forget_gone else ""
             known = _Series(label_text(self.label_names, values), values, self._workload_of(key, comm), grant,
                             container, key.cgroup_id)
         if not (self._needs_cgroup and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):

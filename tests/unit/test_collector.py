@@ -241,3 +241,20 @@ def test_a_removed_containers_series_go_and_its_entries_are_deleted(tmp_path):
     assert collector._gone_cgroups == set()
     assert registry.get_sample_value("capability_checks_total", {"comm": "sshd", "capability": "CAP_SETUID",
                                                                  "container": ""}) == 1
+
+
+def test_a_removed_containers_counts_stay_in_series_that_do_not_name_it(tmp_path):
+    """Without the container label its checks are part of the comm's series, which must not go down."""
+    cid = "d" * 64
+    leaf = tmp_path / f"libpod_parent/libpod-{cid}"
+    leaf.mkdir(parents=True)
+    checks = FakeMap([(key("chroot", 18, cgroup_id=leaf.stat().st_ino), [CheckValue(3, 0)]),
+                      (key("chroot", 18, cgroup_id=1), [CheckValue(2, 0)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(namespace=True),
+                                    comm_filter(FiltersConfig()), CgroupNames(str(tmp_path)))
+    registry = CollectorRegistry()
+    registry.register(collector)
+    labels = {"comm": "chroot", "capability": "CAP_SYS_CHROOT", "namespace": ""}
+    assert registry.get_sample_value("capability_checks_total", labels) == 5
+    leaf.rmdir()
+    assert registry.get_sample_value("capability_checks_total", labels) == 5
