@@ -262,15 +262,7 @@ static __always_inline void count_changes(struct change_key *key, struct cred_st
 	count_change(key, before->securebits, after->securebits);
 }
 
-#ifdef HOOK_COMMIT_CREDS
-
-#if defined(EMIT_EVENTS) || defined(FOLLOW_TREE) || defined(RECORD_HELD)
-#error "trace and run take capability changes from the syscall tracepoints"
-#endif
-#ifndef PT_REGS_SYSCALL
-#error "the commit_creds hook needs PT_REGS_SYSCALL for current_syscall()"
-#endif
-
+#ifdef NR_CAPSET
 /* The tracked syscall (enum change_syscall) of a native syscall number; -1 for the others:
  * unshare() into a new user namespace, say, is not what the tracepoints would count. */
 static __always_inline int change_syscall(__u32 nr)
@@ -291,6 +283,16 @@ static __always_inline int change_syscall(__u32 nr)
 	}
 	return -1;
 }
+#endif
+
+#ifdef HOOK_COMMIT_CREDS
+
+#if defined(EMIT_EVENTS) || defined(FOLLOW_TREE) || defined(RECORD_HELD)
+#error "trace and run take capability changes from the syscall tracepoints"
+#endif
+#ifndef PT_REGS_SYSCALL
+#error "the commit_creds hook needs PT_REGS_SYSCALL for current_syscall()"
+#endif
 
 /* On entry to commit_creds(new) the task's credentials are still the old ones. After
  * execve the comm is already the new program's, as the exit tracepoint would see it. */
@@ -367,6 +369,51 @@ static __always_inline bool prctl_may_change(long option)
 	       option == PR_SET_SECUREBITS || option == PR_SET_KEEPCAPS;
 }
 
+#ifdef SHARED_SYSCALL_PROGRAMS
+/* The exporter's own fallback: one program for the entries of all twelve syscalls and one for
+ * their exits, each attached to the twelve tracepoints by the loader (probes.py): two programs
+ * to compile and verify instead of 24. Every syscall tracepoint's record starts alike: the
+ * common fields, the syscall number, then the arguments (entry) or the result (exit). */
+#if defined(EMIT_EVENTS) || defined(FOLLOW_TREE) || defined(RECORD_HELD)
+#error "trace and run take each syscall's own tracepoint programs"
+#endif
+#ifndef NR_CAPSET
+#error "SHARED_SYSCALL_PROGRAMS needs the NR_<SYSCALL> numbers"
+#endif
+
+struct syscall_enter_record {
+	__u64 common;
+	int nr;
+	int pad;
+	unsigned long args[6];
+};
+
+struct syscall_exit_record {
+	__u64 common;
+	int nr;
+	int pad;
+	long ret;
+};
+
+int syscall_enter(struct syscall_enter_record *ctx)
+{
+	if (ctx->nr == NR_PRCTL && !prctl_may_change(ctx->args[0]))
+		return 0;
+	save_creds(0, 0, 0, 0);
+	return 0;
+}
+
+int syscall_exit(struct syscall_exit_record *ctx)
+{
+	int syscall = change_syscall(ctx->nr);
+
+	if (syscall >= 0)
+		compare_creds(ctx, syscall, ctx->ret);
+	return 0;
+}
+
+#else
+
 TRACEPOINT_PROBE(syscalls, sys_enter_prctl)
 {
 	if (prctl_may_change(args->option))
@@ -404,5 +451,7 @@ TRACE_SYSCALL(setfsuid, SYS_SETFSUID, args->uid, 0, 0, 0)
 TRACE_SYSCALL(setfsgid, SYS_SETFSGID, args->gid, 0, 0, 0)
 TRACE_SYSCALL(execve, SYS_EXECVE, 0, 0, 0, args->filename)
 TRACE_SYSCALL(execveat, SYS_EXECVEAT, args->fd, args->flags, 0, args->filename)
+
+#endif
 
 #endif

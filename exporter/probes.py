@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from . import bpf_syscall, btf, kallsyms, kernel, reasons
+from . import bpf_syscall, btf, changes, kallsyms, kernel, reasons
 from .config import Config
 
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
@@ -294,8 +294,10 @@ def attach_changes(config: Config, compiler_log) -> Loaded:
     reasons: dict[str, str] = {}
     for hook in change_hooks(config.probe.mode):
         try:
-            defines = _commit_creds_defines(hook) if hook != "tracepoint" else {}
+            defines = _commit_creds_defines(hook) if hook != "tracepoint" else _shared_syscall_defines()
             module = _bcc_module("cap_changes.c", change_cflags(config, layout, defines))
+            if "SHARED_SYSCALL_PROGRAMS" in defines:
+                _attach_shared_syscall_programs(module)
         except ModeUnavailable as err:
             reasons[hook] = str(err)
             continue
@@ -318,6 +320,21 @@ def _commit_creds_defines(hook: str) -> Defines:
     if "PT_REGS_SYSCALL" not in registers:
         raise ModeUnavailable("the kernel's BTF does not say where a task's syscall number is saved")
     return {CHANGE_HOOK_DEFINES[hook]: None, **registers, **{f"NR_{name}": nr for name, nr in numbers.items()}}
+
+
+def _shared_syscall_defines() -> Defines:
+    """One entry and one exit program for the twelve syscalls' tracepoints, where this machine's
+    syscall numbers are known (else each syscall's own pair of programs: 24 to compile)."""
+    numbers = CHANGE_SYSCALL_NUMBERS.get(os.uname().machine)
+    if numbers is None:
+        return {}
+    return {"SHARED_SYSCALL_PROGRAMS": None, **{f"NR_{name}": nr for name, nr in numbers.items()}}
+
+
+def _attach_shared_syscall_programs(module: Any) -> None:
+    for syscall in changes.SYSCALLS:
+        module.attach_tracepoint(tp=f"syscalls:sys_enter_{syscall}".encode(), fn_name=b"syscall_enter")
+        module.attach_tracepoint(tp=f"syscalls:sys_exit_{syscall}".encode(), fn_name=b"syscall_exit")
 
 
 def _cred_layout() -> Defines:
