@@ -64,7 +64,7 @@ class UnusedSettings:
                                  cgroup=cgroup_controller if workloads.needs_cgroup(by) else None)
         names = ContainerNames(config.labels.container_state_root)
         held = HeldCapabilities(unused.refresh_seconds, scan=scan, background=True,
-                                workload_of=functools.partial(workloads.of_process, by, names))
+                                workload_of=functools.partial(workloads.of_process, by))
         return cls(held, keep, unused.max_comms, by, names)
 
 
@@ -257,7 +257,7 @@ class CapabilityCollector(Collector):
         if self.by == "comm":  # the common case, and the only one that needs no more decoding
             return comm
         path = self.cgroup_names.name(key.cgroup_id) if workloads.needs_cgroup(self.by) else ""
-        return workloads.name(self.by, comm, decode_comm(key.process), path, self.container_names)
+        return workloads.name(self.by, comm, decode_comm(key.process), path)
 
     def _container_gone(self, series: _Series, alive: set[int]) -> bool:
         """Whether the container a series belongs to was removed: its series go, and its names
@@ -377,7 +377,9 @@ class CapabilityCollector(Collector):
     def _unused(self, granted: dict[str, int]) -> Iterable[Metric]:
         assert self.unused is not None
         held = self.unused.held.by_workload()
-        unused = {name: mask & ~granted.get(name, 0) for name, mask in held.items() if self.unused.keep(name)}
+        extra = {name: workloads.extra_values(self.by, name, self.container_names) for name in held}
+        unused = {name: mask & ~granted.get(name, 0) for name, mask in held.items()
+                  if self.unused.keep(name) or any(map(self.unused.keep, filter(None, extra[name])))}
         names = sorted(name for name, mask in unused.items() if mask)
         kept = names[:self.unused.max_workloads]
         with self._lock:
@@ -388,7 +390,7 @@ class CapabilityCollector(Collector):
             "capability_unused",
             f"1 for a capability that a running process of this {by} holds in its permitted set, but that "
             f"no check of this {by} was granted since the exporter started.",
-            "gauge", [by, "capability"],
+            "gauge", [by, *workloads.extra_labels(by), "capability"],
         )
         texts = self._unused_texts
         if len(texts) > 64 * self.unused.max_workloads + 4096:
@@ -398,7 +400,7 @@ class CapabilityCollector(Collector):
             for bit in range(mask.bit_length()):
                 if mask >> bit & 1:
                     text = texts.get((name, bit))
-                    values = (name, capabilities.name(bit))
+                    values = (name, *extra[name], capabilities.name(bit))
                     if text is None:
                         text = texts[(name, bit)] = label_text(family.label_names, values)
                     family.add(text, values, 1)
@@ -443,7 +445,12 @@ class CapabilityCollector(Collector):
         if self.unused is not None:
             for name in filter(self.unused.keep, held):
                 of(name)
-        return {name: profile.document(profiles[name], **{self.by: name}) for name in sorted(profiles)}
+        return {name: profile.document(profiles[name], **self._workload_context(name)) for name in sorted(profiles)}
+
+    def _workload_context(self, name: str) -> dict[str, str]:
+        """What names a workload in its document: {"unit": "ssh.service"}, or a container's id and name."""
+        return dict(zip([self.by, *workloads.extra_labels(self.by)],
+                        (name, *workloads.extra_values(self.by, name, self.container_names))))
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

@@ -20,7 +20,8 @@ class Answer(NamedTuple):
 
 def answer(params: dict[str, list[str]], documents: dict[str, dict]) -> Answer:
     """The reply to /profiles?<params>; documents: per workload name, as the collector makes them,
-    each naming its workload under its unused.by key ({"unit": "ssh.service", ...})."""
+    each naming its workload under its unused.by key ({"unit": "ssh.service", ...}; a container
+    by its id, "container", and its runtime's name, "container_name", either of which is asked)."""
     unknown = sorted(set(params) - set(PARAMETERS))
     asked = [key for key in WORKLOAD_KEYS if key in params]
     if unknown or len(asked) > 1 or any(len(values) > 1 for values in params.values()):
@@ -36,12 +37,14 @@ def answer(params: dict[str, list[str]], documents: dict[str, dict]) -> Answer:
         return _json(documents)
     key, name = asked[0], params[asked[0]][0]
     document = documents.get(name)
-    if document is None or document.get(key) != name:
+    if document is None:  # a container may be asked for by its runtime's name, too
+        document = next((d for d in documents.values() if name and d.get(f"{key}_name") == name), None)
+    if document is None or name not in (document.get(key), document.get(f"{key}_name")):
         # The name is not echoed: it is the client's text.
         return _plain("404 Not Found", f"no profile for this {key} (profiles are kept per the config's unused.by)\n")
     if fmt == "json":
         return _json(document)
-    text = profile.render(fmt, profile.from_document(document), **{key: name})
+    text = profile.render(fmt, profile.from_document(document), **{key: document[key]})
     return Answer("200 OK", CONTENT_TYPES.get(fmt, "text/plain; charset=utf-8"), text.encode())
 
 

@@ -7,24 +7,32 @@ from .proc_status import ProcessCaps
 from .runtimes import ContainerNames
 
 
-def name(by: str, comm: str, process: str, cgroup: str, names: ContainerNames) -> str:
+def extra_labels(by: str) -> list[str]:
+    """The labels capability_unused and /profiles add to a workload's: a container's name."""
+    return ["container_name"] if by == "container" else []
+
+
+def extra_values(by: str, workload: str, names: ContainerNames) -> tuple[str, ...]:
+    return (names.names(workload).container,) if by == "container" else ()
+
+
+def name(by: str, comm: str, process: str, cgroup: str) -> str:
     """The workload's name; "" where the check or process is in none (no unit, no container).
 
-    A container is named as its runtime named it, or by its id where the runtime gave no name."""
+    A container is its id, as in the container label; names(id) has its runtime's name for it."""
     if by == "comm":
         return comm
     if by == "process":
         return process
     if by == "unit":
         return units.from_cgroup(cgroup)
-    container = containers.from_cgroup(cgroup).container
-    return names.names(container).container or container
+    return containers.from_cgroup(cgroup).container
 
 
-def of_process(by: str, names: ContainerNames, process: ProcessCaps) -> str:
+def of_process(by: str, process: ProcessCaps) -> str:
     """A live process's workload. /proc/<pid>/comm is the thread group leader's comm: the same
     name the process label reads in the kernel."""
-    return name(by, process.comm, process.comm, process.cgroup, names)
+    return name(by, process.comm, process.comm, process.cgroup)
 
 
 def needs_cgroup(by: str) -> bool:

@@ -76,19 +76,21 @@ def test_a_podman_containers_checks_carry_its_id_and_name_and_go_with_it(start_e
     ours = exporter.series(CHECKS, container=cid, capability="CAP_SYS_CHROOT")
     assert ours == {frozenset({"comm": "chroot", "capability": "CAP_SYS_CHROOT", "container": cid,
                                "container_name": name}.items()): N_CHROOT}
-    wait_for(lambda: exporter.series("capability_unused", container=name), f"capability_unused of {name}")
-    assert exporter.series("capability_unused", container=name) == {
-        frozenset({"container": name, "capability": "CAP_NET_RAW"}.items()): 1.0
+    wait_for(lambda: exporter.series("capability_unused", container=cid), f"capability_unused of {name}")
+    assert exporter.series("capability_unused", container=cid) == {
+        frozenset({"container": cid, "container_name": name, "capability": "CAP_NET_RAW"}.items()): 1.0
     }
     doc = json.loads(exporter.get(f"/profiles?container={name}"))
-    assert doc["container"] == name and doc["held"] == ["CAP_NET_RAW", "CAP_SYS_CHROOT"]
+    assert json.loads(exporter.get(f"/profiles?container={cid}")) == doc
+    assert doc["container"] == cid and doc["container_name"] == name
+    assert doc["held"] == ["CAP_NET_RAW", "CAP_SYS_CHROOT"]
     assert "CAP_SYS_CHROOT" in doc["recommendation"]["needed"]
     assert doc["recommendation"]["unused"] == ["CAP_NET_RAW"]
     assert [(c["comm"], c["granted"]) for c in doc["checks"] if c["capability"] == "CAP_SYS_CHROOT"] == \
         [("chroot", N_CHROOT)]
     podman("rm", "--force", "--time", "0", cid)
     assert exporter.series(CHECKS, container=cid) == {}
-    assert exporter.series("capability_unused", container=name) == {}
+    assert exporter.series("capability_unused", container=cid) == {}
 
 
 def _missing(root, cid):

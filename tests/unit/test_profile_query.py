@@ -45,3 +45,14 @@ def test_every_run_format_is_served():
 @pytest.mark.parametrize("query", [{"comm": "web.service"}, {"container": "web.service"}, {"unit": "other"}])
 def test_a_workload_under_another_key_or_name_is_not_found(query):
     assert ask(query).status == "404 Not Found"
+
+
+def test_a_container_is_asked_for_by_its_id_or_its_runtimes_name():
+    cid = "e" * 64
+    doc = profile.document(Profile("fexit", "excluded", held=["CAP_CHOWN"]), container=cid, container_name="web")
+    documents = {cid: doc}
+    for name in (cid, "web"):
+        reply = profile_query.answer({"container": [name]}, documents)
+        assert reply.status == "200 OK" and json.loads(reply.body) == doc
+    assert profile_query.answer({"container": ["other"]}, documents).status == "404 Not Found"
+    assert profile_query.answer({"container": [""]}, documents).status == "404 Not Found"
