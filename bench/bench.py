@@ -535,7 +535,7 @@ def main() -> int:
     if args.guest:
         return in_guest(args)
     defaults = dict(rounds=1, calls=20000, repeat=1, sizes="200,1000", scrapes=3, hold=20) if args.smoke else \
-        dict(rounds=9, calls=200000, repeat=3, sizes="1000,10000,50000", scrapes=15, hold=200)
+        dict(rounds=9, calls=100000, repeat=5, sizes="1000,10000,50000", scrapes=15, hold=200)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
