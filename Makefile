@@ -33,13 +33,14 @@ QEMU_PACKAGES := qemu-system-x86 busybox-static
 run: $(STAMP)
 	$(VENV)/bin/capability-exporter --config.file config/default.yaml
 
-test: $(TEST_STAMP)
+# The podman tests (tests/kernel/test_podman.py) run a real container: container-tools first.
+test: $(TEST_STAMP) container-tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-kernel: $(TEST_STAMP)
+test-kernel: $(TEST_STAMP) container-tools
 	$(VENV)/bin/python -m pytest tests/kernel $(PYTEST_ARGS)
 
 test-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
@@ -112,7 +113,8 @@ $(TEST_STAMP): $(STAMP) tests/schemas/package.json
 # podman builds the Dockerfile unchanged on a debian:bookworm-slim stand-in that mmdebstrap
 # makes from Debian's packages; runc, since crun refuses hybrid cgroup hosts. One run at a
 # time: the test's podman store is its own, but port and workload checks share the host.
-CONTAINER_PACKAGES := podman runc mmdebstrap
+# busybox-static: the root filesystem of the podman tests' image.
+CONTAINER_PACKAGES := podman runc mmdebstrap busybox-static
 
 container-tools:
 	@$(call apt_install_missing,$(CONTAINER_PACKAGES))

@@ -4,6 +4,8 @@
  * CHECKS_MAX_ENTRIES, INFLIGHT_MAX_ENTRIES; COUNT_NOAUDIT; CAP_AUDIT_ARG_INT
  * (kernels before 5.1, where the 4th argument is "int audit");
  * KEY_UID, KEY_CGROUP, KEY_OPTS; FILTER_UIDS=n, FILTER_PIDS=n, FILTER_CGROUP.
+ * KEY_PROCESS keys by the thread group leader's comm too (capability.h's
+ * read_process_name(): TASK_GROUP_LEADER, TASK_COMM from BTF).
  * VM_ENOUGH_RETURNS_ERRNO: cap_vm_enough_memory() returns 0 or an error (6.12+).
  * CGROUP_V1_SUBSYS=n keys by the cgroup of that cgroup v1 controller instead of
  * cgroup v2; it needs TASK_CGROUPS, CSS_SET_SUBSYS, CSS_CGROUP, CGROUP_KN and
@@ -236,6 +238,7 @@ static __always_inline void add_check(int cap, int ret, __u32 opts, __u32 uid, i
 #ifdef KEY_OPTS
 	key.opts = opts;
 #endif
+	read_process_name(key.process);
 	value = checks.lookup(&key);
 	if (!value) {
 		struct check_value zero = {};

@@ -16,7 +16,7 @@
  * exporter expands the bits when it reads the map.
  * Options (-D): TASK_REAL_CRED and CRED_* byte offsets, read from BTF at start-up, and
  * CRED_BLOCK/CRED_BLOCK_SIZE, the span of struct cred that holds them all, read at once;
- * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES. For `capability-exporter trace`:
+ * SNAPSHOTS_MAX_ENTRIES, CHANGES_MAX_ENTRIES; KEY_PROCESS (capability.h). For `capability-exporter trace`:
  * EMIT_EVENTS sends one event per changing syscall to user space (needs
  * TASK_REAL_PARENT and TASK_TGID), USER_STACKS, STACKS_MAX_ENTRIES.
  * For `capability-exporter run`: FOLLOW_TREE (bpf/tree.c's map), and RECORD_HELD,
@@ -312,6 +312,7 @@ static __always_inline void compare_commit(void *new_cred)
 		return;
 	key.syscall = syscall;
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	read_process_name(key.process);
 	count_changes(&key, &before, &after);
 }
 
@@ -356,6 +357,7 @@ static __always_inline void compare_creds(void *ctx, __u32 syscall, long ret)
 #endif
 	/* After execve the comm is the new program's: the one that holds the new sets. */
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	read_process_name(key.process);
 	count_changes(&key, before, &after);
 	snapshots.delete(&tid);
 }

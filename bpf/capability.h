@@ -18,7 +18,7 @@
 #define CAP_OPT_NOAUDIT 0x2
 #define CAP_OPT_INSETID 0x4
 
-/* uid, cgroup_id and opts stay 0 unless a label needs them, so that
+/* uid, cgroup_id, opts and process stay 0 unless a label needs them, so that
  * series the user did not ask for collapse into one map entry; syscall and
  * kernel_stack stay NO_SYSCALL and -1 unless run asks why (KEY_REASON). */
 struct check_key {
@@ -30,6 +30,7 @@ struct check_key {
 	__u32 syscall;	/* the number of the syscall the thread was in */
 	__s32 kernel_stack;	/* a stacks map id */
 	__u32 pad;
+	char process[COMM_LEN];	/* the thread group leader's comm (KEY_PROCESS) */
 };
 
 /* What a thread outside any syscall (a kernel thread) reads as its syscall number. */
@@ -62,6 +63,19 @@ static __always_inline __u32 current_syscall(void)
 	return NO_SYSCALL;
 }
 #endif
+
+/* The thread group leader's comm: worker threads that rename themselves (tokio-runtime-w,
+ * worker-3) still belong to the program that exec'd them. TASK_GROUP_LEADER and TASK_COMM
+ * are byte offsets from BTF. Without KEY_PROCESS the field stays zero. */
+static __always_inline void read_process_name(char *process)
+{
+#ifdef KEY_PROCESS
+	void *leader = 0;
+
+	bpf_probe_read_kernel(&leader, sizeof(leader), (void *)bpf_get_current_task() + TASK_GROUP_LEADER);
+	bpf_probe_read_kernel(process, COMM_LEN, leader + TASK_COMM);
+#endif
+}
 
 struct check_value {
 	__u64 checks;
@@ -103,6 +117,7 @@ struct change_key {
 	__u32 set;
 	__u64 before;
 	__u64 after;
+	char process[COMM_LEN];	/* read_process_name() */
 };
 
 /* Slots of the per-CPU "change_drops" array: changes lost because a map was full. */

@@ -17,6 +17,7 @@ BPF_TRACE_FENTRY = 24
 BPF_TRACE_FEXIT = 25
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -206,6 +207,15 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) 
 
 def map_update(fd: int, key: ctypes._CData, value: ctypes.Array) -> None:
     _bpf(BPF_MAP_UPDATE_ELEM, _MapElemAttr(map_fd=fd, key=ctypes.addressof(key), value=ctypes.addressof(value)))
+
+
+def map_delete(fd: int, key: ctypes._CData) -> bool:
+    """Delete one entry; False if it was not there."""
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, _MapElemAttr(map_fd=fd, key=ctypes.addressof(key)))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def load_empty_tracing_program(attach_btf_id: int, attach_type: int = BPF_TRACE_FEXIT) -> None:

@@ -29,6 +29,16 @@ class CgroupNames:
             self.refresh()
         return self._paths.get(cgroup_id, UNKNOWN)
 
+    def exists(self, cgroup_id: int) -> bool:
+        """Whether this cgroup is there now (its directory, with its inode): one stat, no rescan."""
+        path = self._paths.get(cgroup_id)
+        if path is None or not self.mount:
+            return False
+        try:
+            return os.stat(os.path.join(self.mount, path.lstrip("/"))).st_ino == cgroup_id
+        except OSError:
+            return False
+
     def refresh(self) -> None:
         """Rescan the tree; cgroups that are gone keep their last known path."""
         if not self.mount:

@@ -214,7 +214,7 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
             cfg.labels, config.comm_filter(cfg.filters), CgroupNames(_cgroup_root(cfg.labels)),
             # A BPF_ENABLE_STATS fd turns stats on without showing in the sysctl.
             stats_enabled=lambda: stats_fd is not None or progstats.enabled(),
-            unused=UnusedSettings.of(cfg.unused, config.comm_filter(cfg.filters, cfg.unused.comms)),
+            unused=UnusedSettings.of(cfg, cfg.labels.cgroup_v1_controller),
         )
     )
     registry.register(collector[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import threading
@@ -12,13 +13,14 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, containers, profile, progstats
+from . import __version__, capabilities, changes, containers, proc_status, profile, progstats, runtimes, units, workloads
 from .cgroups import UNKNOWN, CgroupNames
-from .config import LabelsConfig, UnusedConfig
+from .config import Config, FiltersConfig, LabelsConfig, comm_filter
 from .exposition import RenderedFamily, label_text
 from .held import HeldCapabilities
 from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
 from .maps import BpfMap
+from .runtimes import ContainerNames
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +43,37 @@ class ProbeInfo:
 
 @dataclass
 class UnusedSettings:
-    """capability_unused: what live processes hold, which comms may have series, and how many."""
+    """capability_unused: what live processes hold per workload (unused.by), which workloads may
+    have series, and how many."""
 
     held: HeldCapabilities
-    keep_comm: Callable[[str], bool]
-    max_comms: int
+    keep: Callable[[str], bool]  # a workload's name through unused.comms (and, by comm, the comm filters)
+    max_workloads: int
+    by: str = "comm"
+    names: Optional[ContainerNames] = None  # shared with the collector's labels
 
     @classmethod
-    def of(cls, config: UnusedConfig, keep_comm: Callable[[str], bool]) -> Optional["UnusedSettings"]:
-        if not config.enabled:
+    def of(cls, config: Config, cgroup_controller: str = "") -> Optional["UnusedSettings"]:
+        unused = config.unused
+        if not unused.enabled:
             return None
-        return cls(HeldCapabilities(config.refresh_seconds, background=True), keep_comm, config.max_comms)
+        by = unused.by
+        # By comm the comm filters apply to the workload's name; by anything else, to checks only.
+        keep = comm_filter(config.filters if by == "comm" else FiltersConfig(), unused.comms)
+        scan = functools.partial(proc_status.processes,
+                                 cgroup=cgroup_controller if workloads.needs_cgroup(by) else None)
+        names = ContainerNames(config.labels.container_state_root)
+        held = HeldCapabilities(unused.refresh_seconds, scan=scan, background=True,
+                                workload_of=functools.partial(workloads.of_process, by))
+        return cls(held, keep, unused.max_comms, by, names)
 
 
 @dataclass
 class _Scrape:
-    """What one scrape learns on its way: map sizes, and what each comm was granted."""
+    """What one scrape learns on its way: map sizes, and what each workload was granted."""
 
     entries: dict[str, int] = field(default_factory=dict)
-    granted: dict[str, int] = field(default_factory=dict)  # comm -> mask of capabilities granted
+    granted: dict[str, int] = field(default_factory=dict)  # workload -> mask of capabilities granted
 
 
 class _Series(NamedTuple):
@@ -70,11 +84,15 @@ class _Series(NamedTuple):
 
     text: str  # the label text of its series, as /metrics writes it
     values: tuple[str, ...]  # the label values, in label_names order
-    comm: str
+    workload: str  # its name under unused.by
     grant: int  # 1 << cap if a granted check under this key was audited (counts as a use), else 0
+    container: str = ""  # the container id, if the key is a container's and its series say so
+    cgroup_id: int = 0
 
 
 _FILTERED = _Series("", (), "", 0)  # a key whose comm the filters leave out
+# The labels worked out from a key's cgroup, in label order.
+CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "pod_name", "namespace")
 # Label texts kept per map key, as a multiple of the map's capacity; past it the cache starts anew.
 _CACHE_FACTOR = 2
 
@@ -108,10 +126,20 @@ class CapabilityCollector(Collector):
         self._series_cache: dict[bytes, _Series] = {}
         self._unused_texts: dict[tuple[str, int], str] = {}
         self.label_names = ["comm", "capability"] + [
-            n for n in ("uid", "cgroup", "container", "pod") if getattr(labels, n)
+            n for n in ("process", "uid", *CGROUP_LABELS) if getattr(labels, n)
         ]
+        self._wants_names = labels.container_name or labels.pod_name or labels.namespace
         if labels.opts:
             self.label_names += ["audit", "insetid"]
+        self.by = unused.by if unused is not None else "comm"
+        self._needs_cgroup = labels.needs_cgroup_id or workloads.needs_cgroup(self.by)
+        self.container_names = (unused.names if unused is not None and unused.names is not None
+                                else ContainerNames(labels.container_state_root))
+        self._gone_cgroups: set[int] = set()  # of removed containers: cgroup ids are never reused
+        # Only where its own series name the container can a removed container's be dropped: in a
+        # series it shares with others (a comm's, a pod's) the count would go down, which
+        # Prometheus reads as a counter reset.
+        self._forget_gone = labels.container or labels.cgroup
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -170,6 +198,8 @@ class CapabilityCollector(Collector):
         denials_by: dict[str, int] = {}
         entries = 0
         granted = scrape.granted
+        alive: set[int] = set()
+        gone: list[tuple[bytes, int]] = []  # the keys of removed containers, deleted below
         for chunk in checks_map.chunks():
             keys = chunk.keys
             entries += chunk.n
@@ -181,6 +211,9 @@ class CapabilityCollector(Collector):
                     known = self._series_of(raw)
                 if known is _FILTERED:
                     continue
+                if known.container and self._container_gone(known, alive):
+                    gone.append((raw, known.cgroup_id))
+                    continue
                 text, n_checks, n_denials = known.text, all_checks[i], all_denials[i]
                 if text in series:
                     checks_by[text] += n_checks
@@ -190,8 +223,9 @@ class CapabilityCollector(Collector):
                     checks_by[text] = n_checks
                     denials_by[text] = n_denials
                 if known.grant and n_checks > n_denials:
-                    granted[known.comm] = granted.get(known.comm, 0) | known.grant
+                    granted[known.workload] = granted.get(known.workload, 0) | known.grant
         scrape.entries["checks"] = entries
+        self._delete_gone(checks_map, gone)
         checks = RenderedFamily("capability_checks", "Capability checks (cap_capable calls), granted and denied.",
                                 "counter", self.label_names, "_total")
         denials = RenderedFamily("capability_denials", "Capability checks that were denied.", "counter",
@@ -211,10 +245,47 @@ class CapabilityCollector(Collector):
             values = self._label_values(key, comm)
             # Only with labels.opts can a key say that it was not audited.
             grant = 0 if key.opts & CAP_OPT_NOAUDIT else 1 << key.cap
-            known = _Series(label_text(self.label_names, values), values, comm, grant)
-        if not (self.labels.needs_cgroup_id and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
+            container = containers.from_cgroup(self.cgroup_names.name(key.cgroup_id)).container \
+                if self._forget_gone else ""
+            known = _Series(label_text(self.label_names, values), values, self._workload_of(key, comm), grant,
+                            container, key.cgroup_id)
+        if not (self._needs_cgroup and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
             self._series_cache[raw] = known
         return known
+
+    def _workload_of(self, key, comm: str) -> str:
+        if self.by == "comm":  # the common case, and the only one that needs no more decoding
+            return comm
+        path = self.cgroup_names.name(key.cgroup_id) if workloads.needs_cgroup(self.by) else ""
+        return workloads.name(self.by, comm, decode_comm(key.process), path)
+
+    def _container_gone(self, series: _Series, alive: set[int]) -> bool:
+        """Whether the container a series belongs to was removed: its series go, and its names
+        are forgotten. alive: the cgroups this scrape found, so that each is looked at once per
+        scrape."""
+        if series.cgroup_id in self._gone_cgroups:
+            return True
+        if series.cgroup_id in alive:
+            return False
+        if self.cgroup_names.exists(series.cgroup_id):
+            alive.add(series.cgroup_id)
+            return False
+        self._gone_cgroups.add(series.cgroup_id)
+        self.container_names.forget(series.container)
+        return True
+
+    def _delete_gone(self, checks_map: BpfMap, gone: list[tuple[bytes, int]]) -> None:
+        """Free the map entries of removed containers, so that container churn does not fill the
+        map; a cgroup is remembered as gone only while some of its entries could not be deleted."""
+        kept = set()
+        for raw, cgroup_id in gone:
+            try:
+                checks_map.delete(raw)
+                self._series_cache.pop(raw, None)
+            except OSError as err:
+                log.debug("deleting a removed container's entry from the checks map failed: %s", err)
+                kept.add(cgroup_id)
+        self._gone_cgroups -= {cgroup_id for _, cgroup_id in gone} - kept
 
     def _fill(self, entries: dict[str, int]) -> list[Metric]:
         map_entries = GaugeMetricFamily(PREFIX + "bpf_map_entries", "Entries in a BPF map.", labels=["map"])
@@ -240,35 +311,43 @@ class CapabilityCollector(Collector):
                 if not self.keep_comm(comm):
                     continue
                 count = counts[i]
+                who = (comm, decode_comm(key.process)) if self.labels.process else (comm,)
                 for change in changes.expand(key.syscall, key.set, key.before, key.after):
-                    labels = (comm, *change)
+                    labels = (*who, *change)
                     totals[labels] = totals.get(labels, 0) + count
+        who = ["comm", "process"] if self.labels.process else ["comm"]
         sets = CounterMetricFamily(
             "capability_set_changes",
             "Capabilities a syscall added to (gained) or removed from (lost) a thread's capability set.",
-            labels=["comm", "syscall", "set", "capability", "direction"],
+            labels=[*who, "syscall", "set", "capability", "direction"],
         )
         securebits = CounterMetricFamily(
             "capability_securebits_changes",
             "Securebits a syscall turned on (gained) or off (lost).",
-            labels=["comm", "syscall", "bit", "direction"],
+            labels=[*who, "syscall", "bit", "direction"],
         )
-        for (comm, syscall, set_name, name, direction), count in totals.items():
+        for labels, count in totals.items():
+            *identity, syscall, set_name, name, direction = labels
             if set_name == "securebits":
-                securebits.add_metric([comm, syscall, name, direction], count)
+                securebits.add_metric([*identity, syscall, name, direction], count)
             else:
-                sets.add_metric([comm, syscall, set_name, name, direction], count)
+                sets.add_metric([*identity, syscall, set_name, name, direction], count)
         return [sets, securebits]
 
     def _label_values(self, key, comm: str) -> tuple[str, ...]:
         values = [comm, capabilities.name(key.cap)]
+        if self.labels.process:
+            values.append(decode_comm(key.process))
         if self.labels.uid:
             values.append(str(key.uid))
         if self.labels.needs_cgroup_id:
             path = self.cgroup_names.name(key.cgroup_id)
             workload = containers.from_cgroup(path)
-            chosen = {"cgroup": path, "container": workload.container, "pod": workload.pod}
-            values.extend(chosen[name] for name in ("cgroup", "container", "pod") if getattr(self.labels, name))
+            names = self.container_names.names(workload.container) if self._wants_names else runtimes.NONE
+            chosen = {"cgroup": path, "unit": units.from_cgroup(path), "container": workload.container,
+                      "pod": workload.pod, "container_name": names.container, "pod_name": names.pod,
+                      "namespace": names.namespace}
+            values.extend(chosen[name] for name in CGROUP_LABELS if getattr(self.labels, name))
         if self.labels.opts:
             values.extend(self._opts_label_values(key.opts))
         return tuple(values)
@@ -297,70 +376,89 @@ class CapabilityCollector(Collector):
 
     def _unused(self, granted: dict[str, int]) -> Iterable[Metric]:
         assert self.unused is not None
-        held = self.unused.held.by_comm()
-        unused = {comm: mask & ~granted.get(comm, 0) for comm, mask in held.items() if self.unused.keep_comm(comm)}
-        comms = sorted(comm for comm, mask in unused.items() if mask)
-        kept = comms[:self.unused.max_comms]
+        held = self.unused.held.by_workload()
+        extra = {name: workloads.extra_values(self.by, name, self.container_names) for name in held}
+        unused = {name: mask & ~granted.get(name, 0) for name, mask in held.items()
+                  if self.unused.keep(name) or any(map(self.unused.keep, filter(None, extra[name])))}
+        names = sorted(name for name, mask in unused.items() if mask)
+        kept = names[:self.unused.max_workloads]
         with self._lock:
-            self._unused_dropped += len(comms) - len(kept)
+            self._unused_dropped += len(names) - len(kept)
             dropped = self._unused_dropped
+        by = self.by
         family = RenderedFamily(
             "capability_unused",
-            "1 for a capability that a running process with this comm holds in its permitted set, but that "
-            "no check by this comm was granted since the exporter started.",
-            "gauge", ["comm", "capability"],
+            f"1 for a capability that a running process of this {by} holds in its permitted set, but that "
+            f"no check of this {by} was granted since the exporter started.",
+            "gauge", [by, *workloads.extra_labels(by), "capability"],
         )
         texts = self._unused_texts
-        if len(texts) > 64 * self.unused.max_comms + 4096:
+        if len(texts) > 64 * self.unused.max_workloads + 4096:
             texts.clear()
-        for comm in kept:
-            mask = unused[comm]
+        for name in kept:
+            mask = unused[name]
             for bit in range(mask.bit_length()):
                 if mask >> bit & 1:
-                    text = texts.get((comm, bit))
-                    values = (comm, capabilities.name(bit))
+                    text = texts.get((name, bit))
+                    values = (name, *extra[name], capabilities.name(bit))
                     if text is None:
-                        text = texts[(comm, bit)] = label_text(family.label_names, values)
+                        text = texts[(name, bit)] = label_text(family.label_names, values)
                     family.add(text, values, 1)
         left_out = CounterMetricFamily(
             PREFIX + "unused_comms_dropped",
-            "Comms with unused capabilities left out of capability_unused because unused.max_comms was "
-            "reached, summed over scrapes.",
+            "Workloads (comms, or what unused.by names) with unused capabilities left out of capability_unused "
+            "because unused.max_comms was reached, summed over scrapes.",
             value=dropped,
         )
         return [family, left_out]
 
     def profiles(self, limit: int, only: Optional[str] = None) -> tuple[dict[str, dict], int]:
-        """Per comm, the document `capability-exporter run --format json` makes, from the maps and /proc.
+        """Per workload (unused.by), the document `capability-exporter run --format json` makes, from
+        the maps and /proc. Keyed by cgroup (unit, container), a profile has no changes: the changes
+        map does not know cgroups.
 
-        Only one comm's, or the first `limit` comms' in name order (as capability_unused keeps
-        them); with the number of comms that have a profile.
+        Only one workload's, or the first `limit` in name order (as capability_unused keeps them);
+        with the number of workloads that have a profile.
         """
         noaudit = self.probe.noaudit
         if noaudit == "included" and not self.labels.opts:
             noaudit = "unknown"
-        held = self.unused.held.by_comm() if self.unused is not None else {}
+        held = self.unused.held.by_workload() if self.unused is not None else {}
         profiles: dict[str, profile.Profile] = {}
 
-        def of(comm: str) -> profile.Profile:
-            if comm not in profiles:
-                mask = held.get(comm)
-                profiles[comm] = profile.Profile(self.probe.mode, noaudit,
+        def of(name: str) -> profile.Profile:
+            if name not in profiles:
+                mask = held.get(name)
+                profiles[name] = profile.Profile(self.probe.mode, noaudit,
                                                  held=None if mask is None else capabilities.decode(mask))
-            return profiles[comm]
+            return profiles[name]
 
-        for check in profile.read_checks(self.maps["checks"], noaudit):
-            if self.keep_comm(check.comm):
-                of(check.comm).checks.append(check)
-        for change in profile.read_changes(self.maps["changes"]) if "changes" in self.maps else []:
-            if self.keep_comm(change.comm):
-                of(change.comm).changes.append(change)
+        checks = profile.read_checks_by(self.maps["checks"], noaudit,
+                                        lambda key: self._workload_of(key, decode_comm(key.comm)))
+        for name, counts in checks.items():
+            kept = [check for check in counts if self.keep_comm(check.comm)]
+            if name and kept:
+                of(name).checks.extend(kept)
+        if "changes" in self.maps and not workloads.needs_cgroup(self.by):
+            field_name = "process" if self.by == "process" else "comm"
+            for name, counts in profile.read_changes_by(self.maps["changes"],
+                                                         lambda key: decode_comm(getattr(key, field_name))).items():
+                kept = [change for change in counts if self.keep_comm(change.comm)]
+                if kept:
+                    of(name).changes.extend(kept)
         if self.unused is not None:
-            for comm in filter(self.unused.keep_comm, held):
-                of(comm)
-        chosen = [only] if only is not None else sorted(profiles)[:limit]
-        documents = {name: profile.document(profiles[name], comm=name) for name in chosen if name in profiles}
+            for name in filter(self.unused.keep, held):
+                of(name)
+        chosen = sorted(profiles)[:limit] if only is None else [only] if only in profiles else [
+            name for name in profiles if self._workload_context(name).get(f"{self.by}_name") == only][:1]
+        documents = {name: profile.document(profiles[name], **self._workload_context(name))
+                     for name in chosen if name in profiles}
         return documents, len(profiles)
+
+    def _workload_context(self, name: str) -> dict[str, str]:
+        """What names a workload in its document: {"unit": "ssh.service"}, or a container's id and name."""
+        return dict(zip([self.by, *workloads.extra_labels(self.by)],
+                        (name, *workloads.extra_values(self.by, name, self.container_names))))
 
     def _programs(self) -> Iterable[Metric]:
         stats_on = self.stats_enabled()

@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterable, Optional
 import yaml
 
 MODES = ("auto", "fexit", "kprobe", "tracepoint")
+# What capability_unused and /profiles are kept per (unused.by), and the /profiles parameters.
+WORKLOAD_KEYS = ("comm", "process", "unit", "container")
 MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
 MAX_MAP_ENTRIES = 1 << 24
 
@@ -69,6 +71,12 @@ def _cgroup_path(path: str) -> Optional[str]:
     return None
 
 
+def _absolute_path(path: str) -> Optional[str]:
+    if not path.startswith("/"):
+        return f"must be an absolute path (got {path!r})"
+    return None
+
+
 def _controller_name(name: str) -> Optional[str]:
     if name and not re.fullmatch(r"[a-z_]+", name):
         return f"must be a cgroup v1 controller name such as memory or cpu (got {name!r})"
@@ -106,14 +114,22 @@ class FiltersConfig:
 class LabelsConfig:
     uid: bool = False
     cgroup: bool = False
+    unit: bool = False
     container: bool = False
     pod: bool = False
     opts: bool = False
+    process: bool = False
+    container_name: bool = False
+    pod_name: bool = False
+    namespace: bool = False
     cgroup_v1_controller: str = checked("", _controller_name)
+    # Where the host's / is, for the container runtimes' state (exporter/runtimes.py).
+    container_state_root: str = checked("/", _absolute_path)
 
     @property
     def needs_cgroup_id(self) -> bool:
-        return self.cgroup or self.container or self.pod
+        return (self.cgroup or self.unit or self.container or self.pod
+                or self.container_name or self.pod_name or self.namespace)
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class ChangesConfig:
 @dataclass(frozen=True)
 class UnusedConfig:
     enabled: bool = True
+    by: str = checked("comm", one_of(WORKLOAD_KEYS))
     comms: tuple[str, ...] = checked((), _each(_regex))
     max_comms: int = checked(100, _at_least(1, 1 << 20))
     refresh_seconds: int = checked(10, _at_least(0, 3600))
@@ -139,6 +156,16 @@ class Config:
     maps: MapsConfig = MapsConfig()
     filters: FiltersConfig = FiltersConfig()
     labels: LabelsConfig = LabelsConfig()
+
+    @property
+    def key_process(self) -> bool:
+        """Whether checks are keyed by their process in the kernel: for a label, or for unused.by."""
+        return self.labels.process or self.unused.by == "process"
+
+    @property
+    def key_cgroup(self) -> bool:
+        """Whether checks are keyed by cgroup in the kernel: for a label, or for unused.by."""
+        return self.labels.needs_cgroup_id or self.unused.by in ("unit", "container")
 
 
 def load(path: str) -> Config:

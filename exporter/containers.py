@@ -18,6 +18,8 @@ _PATTERNS = [
     re.compile(rf"/(?:docker|crio|cri-containerd|libpod)-{_ID}\.scope"),
     # Docker, cgroupfs driver: /docker/<id>
     re.compile(rf"/docker/{_ID}(?:/|$)"),
+    # podman, cgroupfs driver: /libpod_parent/libpod-<id>
+    re.compile(rf"/libpod_parent/libpod-{_ID}(?:/|$)"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""What live processes hold, per comm: /proc read at most once per refresh interval."""
+"""What live processes hold, per workload (comm, unit, ...): /proc read at most once per refresh interval."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 
 class HeldCapabilities:
-    """The union of the permitted sets of each comm's live processes, cached for a bounded time.
+    """The union of the permitted sets of each workload's live processes, cached for a bounded time.
+
+    workload_of names the workload of a process: its comm unless told otherwise.
 
     Scrapes may run concurrently; one /proc scan serves them all within refresh_seconds.
     With background, a scrape that finds the cache older than that is served the last scan
@@ -25,26 +27,28 @@ class HeldCapabilities:
 
     def __init__(self, refresh_seconds: float,
                  scan: Callable[[], Iterable[proc_status.ProcessCaps]] = proc_status.processes,
-                 clock: Callable[[], float] = time.monotonic, background: bool = False):
+                 clock: Callable[[], float] = time.monotonic, background: bool = False,
+                 workload_of: Callable[[proc_status.ProcessCaps], str] = lambda process: process.comm):
         self.refresh_seconds = refresh_seconds
+        self.workload_of = workload_of
         self.scan = scan
         self.clock = clock
         self.background = background and refresh_seconds > 0
         self._lock = threading.Lock()
         self._read_at: Optional[float] = None
-        self._by_comm: dict[str, int] = {}
+        self._by_workload: dict[str, int] = {}
         self._scanning: Optional[threading.Thread] = None
         if self.background:
             self._start_scan()
 
-    def by_comm(self) -> dict[str, int]:
+    def by_workload(self) -> dict[str, int]:
         if not self.background:
             with self._lock:
                 now = self.clock()
                 if self._read_at is None or now - self._read_at >= self.refresh_seconds:
-                    self._by_comm = permitted_by_comm(self.scan())
+                    self._by_workload = permitted_by(self.scan(), self.workload_of)
                     self._read_at = now
-                return self._by_comm
+                return self._by_workload
         with self._lock:
             if self._read_at is not None and self.clock() - self._read_at >= self.refresh_seconds:
                 self._start_scan()
@@ -52,7 +56,7 @@ class HeldCapabilities:
         if waiting_for is not None:
             waiting_for.join()
         with self._lock:
-            return self._by_comm
+            return self._by_workload
 
     def _start_scan(self) -> None:
         """Start one background scan unless one is running (called with the lock held, or in __init__)."""
@@ -69,21 +73,26 @@ class HeldCapabilities:
     def _scan(self) -> None:
         started = self.clock()
         try:
-            held = permitted_by_comm(self.scan())
+            held = permitted_by(self.scan(), self.workload_of)
         except Exception:  # noqa: BLE001  a failed scan keeps the last one; the next scrape retries
             log.exception("reading the capabilities of live processes failed")
             held = None
         with self._lock:
             if held is not None:
-                self._by_comm = held
+                self._by_workload = held
                 self._read_at = started
             elif self._read_at is None:
                 self._read_at = started  # never leave a first scrape waiting on a scan that failed
             self._scanning = None
 
 
-def permitted_by_comm(processes: Iterable[proc_status.ProcessCaps]) -> dict[str, int]:
+def permitted_by(processes: Iterable[proc_status.ProcessCaps],
+                 workload_of: Callable[[proc_status.ProcessCaps], str]) -> dict[str, int]:
+    """Per workload, the union of its processes' permitted sets: a capability counts as held
+    if any process of the workload holds it. Processes in no workload ("") are left out."""
     held: dict[str, int] = {}
     for process in processes:
-        held[process.comm] = held.get(process.comm, 0) | process.permitted
+        workload = workload_of(process)
+        if workload:
+            held[workload] = held.get(workload, 0) | process.permitted
     return held

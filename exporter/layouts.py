@@ -25,6 +25,7 @@ class CheckKey(ctypes.Structure):
         ("syscall", ctypes.c_uint32),
         ("kernel_stack", ctypes.c_int32),
         ("pad", ctypes.c_uint32),
+        ("process", ctypes.c_char * COMM_LEN),
     ]
 
 
@@ -42,6 +43,7 @@ class ChangeKey(ctypes.Structure):
         ("set", ctypes.c_uint32),
         ("before", ctypes.c_uint64),
         ("after", ctypes.c_uint64),
+        ("process", ctypes.c_char * COMM_LEN),
     ]
 
 

@@ -86,6 +86,10 @@ class BpfMap:
             return []
         return [self.value_type.from_buffer_copy(buf, i * self._stride) for i in range(self._slots)]
 
+    def delete(self, raw_key: bytes) -> bool:
+        """Delete the entry of this key (its bytes); False if it was not there."""
+        return bpf_syscall.map_delete(self.fd, (ctypes.c_uint8 * len(raw_key)).from_buffer_copy(raw_key))
+
     def slot_total(self, slot: int):
         """One array slot's value, summed over CPUs (a drop counter, say)."""
         return total(self.lookup(self.key_type(slot)))

@@ -57,6 +57,8 @@ CGROUP_V1_LAYOUT = {
     "CGROUP_KN": ("cgroup", "kn"),
     "KERNFS_NODE_ID": ("kernfs_node", "id"),
 }
+# The process label: the thread group leader's comm.
+PROCESS_LAYOUT = {"TASK_GROUP_LEADER": ("task_struct", "group_leader"), "TASK_COMM": ("task_struct", "comm")}
 # The saved user register that holds the syscall number, per machine (struct pt_regs).
 SYSCALL_REGISTER = {"x86_64": "orig_ax", "aarch64": "syscallno"}
 # THREAD_SIZE of x86_64 and arm64 with 4 KiB pages, and twice that under KASAN: before
@@ -132,7 +134,7 @@ def cflags(config: Config, mode: str, extra: Optional[Defines] = None) -> list[s
         "CAP_AUDIT_ARG_INT": kernel.version() < (5, 1, 0),
         "VM_ENOUGH_RETURNS_ERRNO": kernel.version() >= (6, 12, 0),
         "KEY_UID": config.labels.uid,
-        "KEY_CGROUP": config.labels.needs_cgroup_id,
+        "KEY_CGROUP": config.key_cgroup,
         "KEY_OPTS": config.labels.opts,
         "FILTER_CGROUP": bool(config.filters.cgroup_prefix),
     }
@@ -229,6 +231,7 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None, 
     extra = {**(extra or {}), **cgroup_v1_defines(config)}
     if "OWN_CREDS_ONLY" in extra:
         extra.update(_required_offsets({"TASK_REAL_CRED": CRED_LAYOUT["TASK_REAL_CRED"]}, "checking whose credentials"))
+    extra.update(process_defines(config))
     if "KEY_REASON" in extra or "EMIT_EVENTS" in extra:
         extra.update(syscall_defines())
     tree = _load_tree(extra, compiler_log) if "FOLLOW_TREE" in extra else None
@@ -287,7 +290,7 @@ def attach_changes(config: Config, compiler_log) -> Loaded:
     """The exporter's change tracking: cap_changes.c on the first of change_hooks() that attaches.
 
     Loaded.mode is the hook: fexit or kprobe (on commit_creds), or tracepoint (the syscalls')."""
-    layout = _cred_layout()
+    layout = {**_cred_layout(), **process_defines(config)}
     reasons: dict[str, str] = {}
     for hook in change_hooks(config.probe.mode):
         try:
@@ -358,6 +361,14 @@ def _load_tree(extra: Defines, compiler_log) -> Any:
         raise LoadError(f"following a process tree: {_explain(err, compiler_log)}") from None
 
 
+def process_defines(config: Config) -> Defines:
+    """KEY_PROCESS and the offsets of capability.h's read_process_name(), for labels.process or
+    unused.by: process."""
+    if not config.key_process:
+        return {}
+    return {"KEY_PROCESS": None, **_required_offsets(PROCESS_LAYOUT, "labels.process")}
+
+
 def _required_offsets(layout: dict[str, tuple[str, str]], what: str) -> Defines:
     try:
         return _offsets(layout)
@@ -414,7 +425,7 @@ def kernel_callers(module: Any) -> Any:
 def cgroup_v1_defines(config: Config) -> Defines:
     """Offsets and the controller's index for keying checks by a cgroup v1 hierarchy."""
     controller = config.labels.cgroup_v1_controller
-    if not (controller and config.labels.needs_cgroup_id):
+    if not (controller and config.key_cgroup):
         return {}
     if kernel.cgroup_v1_mount(controller) is None:
         raise LoadError(f"labels.cgroup_v1_controller: no cgroup v1 hierarchy of {controller} is mounted")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .layouts import decode_comm
 
@@ -50,17 +51,21 @@ class ProcessCaps:
     effective: int
     bounding: int
     ambient: int
+    cgroup: str = ""  # its cgroup path, read only when asked (processes(cgroup=...))
 
 
-def processes(proc: str = PROC) -> Iterator[ProcessCaps]:
+def processes(proc: str = PROC, cgroup: Optional[str] = None) -> Iterator[ProcessCaps]:
     """Every user-space process readable now; ones that exit while being read are skipped.
 
-    Kernel threads are left out: they hold every capability and exec nothing."""
+    Kernel threads are left out: they hold every capability and exec nothing. cgroup: read
+    each process's cgroup path too, in cgroup v2 ("") or in this v1 controller's hierarchy."""
     for entry in os.scandir(proc):
         if not entry.name.isdigit():
             continue
         try:
             process = read(int(entry.name), proc)
+            if process is not None and cgroup is not None:
+                process = dataclasses.replace(process, cgroup=read_cgroup(int(entry.name), cgroup, proc))
         except (OSError, ValueError, KeyError):
             continue
         if process is not None:
@@ -80,3 +85,17 @@ def read(pid: int, proc: str = PROC) -> ProcessCaps | None:
         permitted=int(status["CapPrm"], 16), effective=int(status["CapEff"], 16),
         bounding=int(status["CapBnd"], 16), ambient=int(status["CapAmb"], 16),
     )
+
+
+def cgroup_path(text: str, controller: str = "") -> str:
+    """The path of /proc/<pid>/cgroup's line for this v1 controller, or the v2 line ("0::")."""
+    for line in text.splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if (controller in controllers.split(",")) if controller else (hierarchy == "0" and not controllers):
+            return path
+    return ""
+
+
+def read_cgroup(pid: int, controller: str = "", proc: str = PROC) -> str:
+    with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+        return cgroup_path(f.read(), controller)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import textwrap
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
 from . import capabilities, changes, reasons, syscalls
+from .config import WORKLOAD_KEYS
 from .layouts import CAP_OPT_NOAUDIT, decode_comm
 from .maps import BpfMap, total
 from .verify import Verification
@@ -165,26 +166,43 @@ def read_checks(checks: BpfMap, noaudit: str,
     """The checks map summed over CPUs and over the labels a profile does not use (uid, cgroup).
 
     caller_of(kernel stack id): the function that asked, where the keys carry reasons (run)."""
+    return read_checks_by(checks, noaudit, lambda key: "", caller_of).get("", [])
+
+
+def read_checks_by(checks: BpfMap, noaudit: str, workload_of: Callable[[Any], str],
+                   caller_of: Optional[Callable[[int], str]] = None) -> dict[str, list[CheckCount]]:
+    """read_checks per workload: workload_of(key) names the workload of a checks map key."""
     audited = audited_by(noaudit)
     totals: dict[tuple, tuple[int, int]] = {}
     for key, values in checks.items():
         value = total(values)
-        index = (decode_comm(key.comm), capabilities.name(key.cap), audited(key.opts))
+        index = (workload_of(key), decode_comm(key.comm), capabilities.name(key.cap), audited(key.opts))
         why = (caller_of(key.kernel_stack), syscalls.name(key.syscall)) if caller_of else (None, None)
         granted, denied = totals.get(index + why, (0, 0))
         totals[index + why] = (granted + value.checks - value.denials, denied + value.denials)
-    return [CheckCount(*index[:3], *counts, *index[3:]) for index, counts in totals.items()]
+    grouped: dict[str, list[CheckCount]] = {}
+    for (workload, *index), counts in totals.items():
+        grouped.setdefault(workload, []).append(CheckCount(*index[:3], *counts, *index[3:]))
+    return grouped
 
 
 def read_changes(change_map: BpfMap) -> list[ChangeCount]:
     """The changes map's (before, after) transitions as per-capability counts."""
+    return read_changes_by(change_map, lambda key: "").get("", [])
+
+
+def read_changes_by(change_map: BpfMap, workload_of: Callable[[Any], str]) -> dict[str, list[ChangeCount]]:
+    """read_changes per workload: workload_of(key) names the workload of a changes map key."""
     totals: dict[tuple, int] = {}
     for key, values in change_map.items():
         count = total(values)
         for change in changes.expand(key.syscall, key.set, key.before, key.after):
-            index = (decode_comm(key.comm), *change)
+            index = (workload_of(key), decode_comm(key.comm), *change)
             totals[index] = totals.get(index, 0) + count
-    return [ChangeCount(*index, count) for index, count in sorted(totals.items())]
+    grouped: dict[str, list[ChangeCount]] = {}
+    for (workload, *index), count in sorted(totals.items()):
+        grouped.setdefault(workload, []).append(ChangeCount(*index, count))
+    return grouped
 
 
 def document(profile: Profile, **context) -> dict:
@@ -230,6 +248,7 @@ def _text(profile: Profile, context: dict) -> str:
     lines = []
     if "command" in context:
         lines.append(f"Command: {' '.join(context['command'])} (exit code {context.get('exit_code')})")
+    lines += [f"Workload: {key} {context[key]}" for key in WORKLOAD_KEYS if key in context]
     lines.append(f"Capability checks ({profile.mode} mode):")
     with_reasons = any(c.caller is not None for c in profile.checks)
     header = ("CAPABILITY", "COMM", "AUDITED") + (("SYSCALL", "ASKED BY") if with_reasons else ()) + ("GRANTED", "DENIED")
@@ -305,6 +324,7 @@ def _json(profile: Profile, context: dict) -> str:
 def _comments(profile: Profile, rec: Recommendation, context: dict) -> list[str]:
     """What the grant lines cannot say, for formats that allow comments: one line per capability."""
     lines = [f"capability-exporter run: {' '.join(context['command'])}"] if "command" in context else []
+    lines += [f"capability-exporter /profiles: {key} {context[key]}" for key in WORKLOAD_KEYS if key in context]
     lines.append(_verified_phrase(rec))
     for cap in rec.needed:
         lines.append(f"{cap}: {'; '.join(rec.reasons.get(cap, [])) or 'asked by -'}")

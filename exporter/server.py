@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import html
-import json
 import logging
 import socket
 import threading
@@ -14,7 +13,7 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from . import __version__, exposition
+from . import __version__, exposition, profile_query
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +24,15 @@ LANDING = """<!DOCTYPE html>
 <h1>capability-exporter</h1>
 <p>Linux capability checks and denials, counted in the kernel with eBPF. Version {version}, attach mode {mode}.</p>
 <ul><li><a href="{path}">Metrics</a></li>
-<li><a href="/profiles">Profiles</a>: per comm, the capabilities granted, denied and held, and what to grant
-(one comm: /profiles?comm=NAME)</li></ul>
+<li><a href="/profiles">Profiles</a>: per workload, the capabilities granted, denied and held, and what to grant
+(one: /profiles?comm=NAME, or unit, process, container; &amp;format=systemd and the other formats of run)</li></ul>
 </body>
 </html>
 """
-PROFILES_VERSION = 1
 MAX_SHARED_FORMATS = 8
 
 # (documents, comms that have one) for one comm (a name) or for the first ones (None)
-Profiles = Callable[[Optional[str]], "tuple[dict[str, dict], int]"]
+Profiles = profile_query.Profiles
 
 
 class ListenError(Exception):
@@ -180,33 +178,15 @@ def hardened(application: Callable) -> Callable:
 
 
 def _profiles(start_response: Callable, profiles: Profiles, limit: int, query: str) -> list[bytes]:
-    """The first `limit` comms' profiles (saying how many were left out), or one comm's with ?comm=NAME."""
+    """The first `limit` workloads' profiles (saying how many were left out), or one's with ?comm=NAME
+    (unit, process, container, as unused.by keys them), in any run format."""
     try:
         params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=8)
     except ValueError as err:
         return _plain(start_response, "400 Bad Request", f"bad query string: {err}\n")
-    unknown = sorted(set(params) - {"comm"})
-    if unknown or len(params.get("comm", [])) > 1:
-        return _plain(start_response, "400 Bad Request", "the only parameter is comm, given once\n")
-    if "comm" in params:
-        comm = params["comm"][0]
-        documents, _ = profiles(comm)
-        if comm not in documents:
-            return _plain(start_response, "404 Not Found", "no profile for this comm\n")
-        return _json(start_response, documents[comm])
-    documents, comms = profiles(None)
-    return _json(start_response, {
-        "version": PROFILES_VERSION,
-        "max_comms": limit,
-        "comms": comms,
-        "truncated": comms > len(documents),
-        "profiles": documents,
-    })
-
-
-def _json(start_response: Callable, document: dict) -> list[bytes]:
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [json.dumps(document, indent=2).encode() + b"\n"]
+    reply = profile_query.answer(params, profiles, limit)
+    start_response(reply.status, [("Content-Type", reply.content_type)])
+    return [reply.body]
 
 
 def _plain(start_response: Callable, status: str, text: str, extra: Optional[list] = None) -> list[bytes]:

@@ -30,6 +30,8 @@ SUBSTITUTIONS = {
     "$__range": "5m",
     "$instance": ".*",
     "$comm": ".*",
+    "$workload_label": "comm",
+    "$workload": ".*",
     "$capability": ".*",
 }
 
@@ -191,14 +193,24 @@ def test_every_dashboard_query_runs(stack, denied):
 
 def test_checks_and_denials_panels_show_the_denied_comm(stack, denied):
     _, prometheus, _ = stack
+    # Per workload panels (held against used) count capabilities, not checks: the next test.
     shown = [(title, expr) for title, expr in dashboard_targets()
-             if re.search(r"\bcapability_(checks|denials)_total\b", expr)]
+             if re.search(r"\bcapability_(checks|denials)_total\b", expr) and "$workload" not in expr]
     assert len(shown) >= 2
     for title, expr in shown:
         result = prometheus.query(as_promql(expr, comm=denied, capability="CAP_CHOWN"))
         values = [float(sample["value"][1]) for sample in result
                   if sample["metric"].get("comm", denied) == denied]
         assert values and max(values) > 0, f"{title}: {expr} gave {result}"
+
+
+def test_held_against_used_counts_the_unused_capabilities_of_running_programs(stack, denied):
+    """With the default unused.by (comm), root's programs hold capabilities they never used."""
+    _, prometheus, _ = stack
+    (unused,) = [expr for title, expr in dashboard_targets()
+                 if title == "Held against used per workload" and "capability_unused" in expr]
+    result = prometheus.query(as_promql(unused))
+    assert result and all(float(sample["value"][1]) >= 1 and "comm" in sample["metric"] for sample in result)
 
 
 def test_dashboard_variables_list_the_denied_comm(stack, denied):
@@ -209,8 +221,8 @@ def test_dashboard_variables_list_the_denied_comm(stack, denied):
     for var in variables:
         if var["type"] != "query":
             continue
-        selector, label = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"]).groups()
-        reply = prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": as_promql(selector)})
+        selector, label = re.fullmatch(r"label_values\((.+), (\$?\w+)\)", var["query"]["query"]).groups()
+        reply = prometheus.get(f"/api/v1/label/{as_promql(label)}/values", **{"match[]": as_promql(selector)})
         assert reply["status"] == "success", f"{var['name']}: {reply}"
         listed[var["name"]] = reply["data"]
     assert denied in listed["comm"]

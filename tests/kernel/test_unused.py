@@ -8,7 +8,7 @@ import urllib.error
 
 import pytest
 
-from support import NOBODY, unique_comm
+from support import NOBODY, unique_comm, wait_for
 
 # No attach mode changes how these are served or computed: once per kernel in the matrix.
 pytestmark = pytest.mark.any_mode
@@ -35,16 +35,6 @@ def hold_net_raw(public_dir):
     for process in holders:
         process.kill()
         process.wait()
-
-
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def profile_of(exporter, comm):

@@ -28,6 +28,7 @@ BAD_CONFIGS = [
     ("zero unused comms", "unused: {max_comms: 0}\n", "unused.max_comms: must be at least 1 (got 0)"),
     ("negative refresh", "unused: {refresh_seconds: -1}\n", "unused.refresh_seconds: must be at least 0"),
     ("bad allow-list regex", "unused: {comms: ['(']}\n", "unused.comms: item 0: bad regular expression"),
+    ("unknown workload key", "unused: {by: pod}\n", "unused.by: must be one of comm, process, unit, container (got 'pod')"),
 ]
 
 

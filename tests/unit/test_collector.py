@@ -147,3 +147,115 @@ def test_changes_are_expanded_per_capability_and_summed_over_transitions():
     bits = {"comm": "sshd", "syscall": "prctl", "bit": "SECBIT_KEEP_CAPS", "direction": "gained"}
     assert r.get_sample_value("capability_securebits_changes_total", bits) == 1
     assert r.get_sample_value("capability_exporter_bpf_map_entries", {"map": "changes"}) == 3
+
+
+def test_process_label_comes_from_the_key_and_keeps_comm_apart():
+    def keyed(comm, process):
+        raw = key(comm, 7)
+        raw.process = process.encode()
+        return raw
+
+    checks = FakeMap([
+        (keyed("worker-1", "server"), [CheckValue(5, 0)]),
+        (keyed("worker-1", "client"), [CheckValue(2, 1)]),
+    ])
+    r = registry_for(checks, labels=LabelsConfig(process=True))
+    assert r.get_sample_value("capability_checks_total",
+                              {"comm": "worker-1", "process": "server", "capability": "CAP_SETUID"}) == 5
+    assert r.get_sample_value("capability_denials_total",
+                              {"comm": "worker-1", "process": "client", "capability": "CAP_SETUID"}) == 1
+
+
+def test_unit_label_from_the_resolved_cgroup_path():
+    names = CgroupNames(None)
+    names._paths[77] = "/system.slice/ssh.service"
+    checks = FakeMap([(key("sshd", 7, cgroup_id=77), [CheckValue(3, 0)]), (key("bash", 7, cgroup_id=1), [CheckValue(1, 0)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(unit=True),
+                                    comm_filter(FiltersConfig()), names)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert registry.get_sample_value("capability_checks_total",
+                                     {"comm": "sshd", "capability": "CAP_SETUID", "unit": "ssh.service"}) == 3
+    assert registry.get_sample_value("capability_checks_total",
+                                     {"comm": "bash", "capability": "CAP_SETUID", "unit": ""}) == 1
+
+
+def test_unused_by_unit_combines_processes_bounded_and_counted():
+    from exporter.collector import UnusedSettings
+    from exporter.config import Config, UnusedConfig
+    from exporter.proc_status import ProcessCaps
+
+    def process(comm, cgroup, permitted):
+        return ProcessCaps(1, comm, permitted, 0, 0, 0, cgroup)
+
+    names = CgroupNames(None)
+    names._paths.update({5: "/system.slice/a.service", 6: "/system.slice/b.service"})
+    scan = [process("a1", "/system.slice/a.service", 1 << 13), process("a2", "/system.slice/a.service", 1 << 7),
+            process("b", "/system.slice/b.service", 1 << 12), process("c", "/system.slice/c.service", 1 << 1),
+            process("loose", "/user.slice", 1 << 2)]
+    settings = UnusedSettings.of(Config(unused=UnusedConfig(by="unit", refresh_seconds=0, max_comms=2)))
+    settings.held.scan = lambda: scan
+    # a.service: a2's thread was granted CAP_SETUID; a1 holds CAP_NET_RAW, unused.
+    checks = FakeMap([(key("a2-worker", 7, cgroup_id=5), [CheckValue(4, 0)]),
+                      (key("b", 12, cgroup_id=6), [CheckValue(1, 1)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(),
+                                    comm_filter(FiltersConfig()), names, unused=settings)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    families = list(registry.collect())  # one scrape: the left-out counter sums over scrapes
+    unused = {tuple(sorted(s.labels.items())): s.value for m in families if m.name == "capability_unused"
+              for s in m.samples}
+    dropped = [s.value for m in families for s in m.samples if s.name == "capability_exporter_unused_comms_dropped_total"]
+    # a's CAP_NET_RAW; b's CAP_NET_ADMIN (its check was denied); c is past max_comms; "loose" is in no unit.
+    assert unused == {(("capability", "CAP_NET_RAW"), ("unit", "a.service")): 1,
+                      (("capability", "CAP_NET_ADMIN"), ("unit", "b.service")): 1}
+    assert dropped == [1]
+    documents, count = collector.profiles(100)
+    assert sorted(documents) == ["a.service", "b.service", "c.service"] and count == 3
+    assert documents["a.service"]["unit"] == "a.service"
+    assert documents["a.service"]["held"] == ["CAP_SETUID", "CAP_NET_RAW"]
+
+
+def test_a_removed_containers_series_go_and_its_entries_are_deleted(tmp_path):
+    """A container's cgroup is looked at once per scrape; once gone, its keys leave the map."""
+    class DeletingMap(FakeMap):
+        def delete(self, raw):
+            self.entries = [(k, v) for k, v in self.entries if bytes(k) != raw]
+            return True
+
+    cid = "c" * 64
+    leaf = tmp_path / f"libpod_parent/libpod-{cid}"
+    leaf.mkdir(parents=True)
+    names = CgroupNames(str(tmp_path))
+    cgroup_id = leaf.stat().st_ino
+    checks = DeletingMap([(key("chroot", 18, cgroup_id=cgroup_id), [CheckValue(3, 0)]),
+                          (key("sshd", 7), [CheckValue(1, 0)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(container=True),
+                                    comm_filter(FiltersConfig()), names)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    labels = {"comm": "chroot", "capability": "CAP_SYS_CHROOT", "container": cid}
+    assert registry.get_sample_value("capability_checks_total", labels) == 3
+    leaf.rmdir()
+    assert registry.get_sample_value("capability_checks_total", labels) is None
+    assert [k.comm for k, _ in checks.entries] == [b"sshd"]
+    assert collector._gone_cgroups == set()
+    assert registry.get_sample_value("capability_checks_total", {"comm": "sshd", "capability": "CAP_SETUID",
+                                                                 "container": ""}) == 1
+
+
+def test_a_removed_containers_counts_stay_in_series_that_do_not_name_it(tmp_path):
+    """Without the container label its checks are part of the comm's series, which must not go down."""
+    cid = "d" * 64
+    leaf = tmp_path / f"libpod_parent/libpod-{cid}"
+    leaf.mkdir(parents=True)
+    checks = FakeMap([(key("chroot", 18, cgroup_id=leaf.stat().st_ino), [CheckValue(3, 0)]),
+                      (key("chroot", 18, cgroup_id=1), [CheckValue(2, 0)])])
+    collector = CapabilityCollector({"checks": checks}, {}, ProbeInfo.of("fexit", False), LabelsConfig(namespace=True),
+                                    comm_filter(FiltersConfig()), CgroupNames(str(tmp_path)))
+    registry = CollectorRegistry()
+    registry.register(collector)
+    labels = {"comm": "chroot", "capability": "CAP_SYS_CHROOT", "namespace": ""}
+    assert registry.get_sample_value("capability_checks_total", labels) == 5
+    leaf.rmdir()
+    assert registry.get_sample_value("capability_checks_total", labels) == 5

@@ -30,6 +30,10 @@ POD_ = POD.replace("-", "_")
         (f"/system.slice/docker-{CID}.scope", Workload(CID, "")),
         (f"/docker/{CID}", Workload(CID, "")),
         (f"/machine.slice/libpod-{CID}.scope", Workload(CID, "")),
+        # podman, cgroupfs driver (as on this project's CI hosts)
+        (f"/libpod_parent/libpod-{CID}", Workload(CID, "")),
+        (f"/libpod_parent/libpod-{CID}/container", Workload(CID, "")),
+        (f"/libpod_parent/conmon", Workload("", "")),
         (f"/system.slice/crio-{CID}.scope", Workload(CID, "")),
         # CRI-O's monitor process is not the container
         (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_}.slice/crio-conmon-{CID}.scope",

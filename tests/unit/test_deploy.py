@@ -262,7 +262,21 @@ def test_per_comm_panels_follow_the_comm_and_capability_variables(dashboard):
     filtered = [t for t in targets if metrics_in(t["expr"]) & set(per_comm)]
     assert {m for t in filtered for m in metrics_in(t["expr"])} >= set(per_comm)
     for target in filtered:
-        assert 'comm=~"$comm"' in target["expr"] and 'capability=~"$capability"' in target["expr"], target["expr"]
+        # Per comm, or per workload (the kind capability_unused is kept per, and one of them).
+        follows = 'comm=~"$comm"' in target["expr"] or '$workload_label=~"$workload"' in target["expr"]
+        assert follows and 'capability=~"$capability"' in target["expr"], target["expr"]
+
+
+def test_workload_variables_and_the_held_against_used_panel(dashboard):
+    variables = {var["name"]: var for var in dashboard["templating"]["list"]}
+    assert variables["workload_label"]["query"].split(",") == ["comm", "process", "unit", "container"]
+    assert variables["workload"]["query"]["query"] == \
+        'label_values(capability_unused{instance=~"$instance"}, $workload_label)'
+    (panel,) = [p for p in all_panels(dashboard["panels"]) if p["title"] == "Held against used per workload"]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("capability_checks_total" in e and "capability_denials_total" in e for e in exprs)
+    assert any("capability_unused" in e for e in exprs)
+    assert all(e.startswith("count by ($workload_label)") for e in exprs)
 
 
 # --- Dockerfile -------------------------------------------------------------------------

@@ -55,11 +55,11 @@ def test_held_is_the_union_per_comm_and_cached_for_the_refresh_interval():
                 proc_status.ProcessCaps(3, "b", 2, 0, 0, 0)]
 
     cache = held.HeldCapabilities(10, scan=scan, clock=lambda: now[0])
-    assert cache.by_comm() == {"a": 5, "b": 2}
+    assert cache.by_workload() == {"a": 5, "b": 2}
     now[0] = 9.9
-    cache.by_comm()
+    cache.by_workload()
     now[0] = 10.0
-    cache.by_comm()
+    cache.by_workload()
     assert scans == [0.0, 10.0]
 
 
@@ -77,19 +77,19 @@ def test_in_the_background_a_stale_cache_is_served_while_the_next_scan_runs():
         return next(results)
 
     cache = held.HeldCapabilities(10, scan=scan, clock=lambda: now[0], background=True)
-    assert cache.by_comm() == {"a": 1}  # the first scan, started at once, is waited for
+    assert cache.by_workload() == {"a": 1}  # the first scan, started at once, is waited for
     now[0] = 10.0
-    assert cache.by_comm() == {"a": 1}  # stale: served as it is, and the next scan starts
-    assert cache.by_comm() == {"a": 1}  # that scan is still running: no second one starts
+    assert cache.by_workload() == {"a": 1}  # stale: served as it is, and the next scan starts
+    assert cache.by_workload() == {"a": 1}  # that scan is still running: no second one starts
     allowed.release()
     for _ in range(500):
-        if cache.by_comm() == {"a": 3}:
+        if cache.by_workload() == {"a": 3}:
             break
         threading.Event().wait(0.01)
-    assert cache.by_comm() == {"a": 3}
+    assert cache.by_workload() == {"a": 3}
     assert scans == [0.0, 10.0]
 
 
 def test_at_every_scrape_means_no_background():
     cache = held.HeldCapabilities(0, scan=lambda: [], background=True)
-    assert not cache.background and cache.by_comm() == {}
+    assert not cache.background and cache.by_workload() == {}

@@ -53,14 +53,15 @@ def call(path: str, query: str = "", method: str = "GET", limit: int = 100) -> t
 def test_profiles_of_every_comm_or_one():
     status, _, body = call("/profiles")
     assert status == "200 OK"
-    assert json.loads(body) == {"version": 1, "max_comms": 100, "comms": 3, "truncated": False, "profiles": DOCUMENTS}
+    assert json.loads(body) == {"version": 2, "by": "comm", "max_workloads": 100, "workloads": 3, "truncated": False,
+                                "profiles": DOCUMENTS}
     status, _, body = call("/profiles", "comm=ping")
     assert status == "200 OK" and json.loads(body) == {"comm": "ping"}
 
 
 def test_profiles_are_bounded_by_max_comms_and_say_so():
     doc = json.loads(call("/profiles", limit=2)[2])
-    assert doc["truncated"] is True and doc["comms"] == 3 and list(doc["profiles"]) == ["chown", "ping"]
+    assert doc["truncated"] is True and doc["workloads"] == 3 and list(doc["profiles"]) == ["chown", "ping"]
     # One comm's profile is one document, whatever the limit.
     assert json.loads(call("/profiles", "comm=sshd", limit=2)[2]) == {"comm": "sshd"}
 
@@ -132,8 +133,12 @@ def test_a_failed_run_fails_its_waiters_and_the_next_run_starts_afresh():
 
 @pytest.mark.parametrize("query, status, text", [
     ("comm=nginx", "404 Not Found", "no profile for this comm"),
-    ("comm=a&comm=b", "400 Bad Request", "the only parameter is comm, given once"),
-    ("pid=1", "400 Bad Request", "the only parameter is comm, given once"),
+    ("unit=ping", "404 Not Found", "no profile for this unit"),
+    ("comm=a&comm=b", "400 Bad Request", "each given once"),
+    ("comm=a&unit=b", "400 Bad Request", "the parameters are one of comm, process, unit, container"),
+    ("pid=1", "400 Bad Request", "the parameters are one of comm, process, unit, container"),
+    ("comm=ping&format=xml", "400 Bad Request", "format must be one of text, json"),
+    ("format=systemd", "400 Bad Request", "format systemd is for one workload"),
     ("comm", "400 Bad Request", "bad query string"),
 ])
 def test_bad_profile_requests_get_one_line(query, status, text):
