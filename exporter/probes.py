@@ -9,7 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import bpf_syscall, btf, changes, kallsyms, kernel, reasons
 from .config import Config
@@ -235,17 +235,13 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None, 
     if "KEY_REASON" in extra or "EMIT_EVENTS" in extra:
         extra.update(syscall_defines())
     tree = _load_tree(extra, compiler_log) if "FOLLOW_TREE" in extra else None
-    reasons: dict[str, str] = {}
-    for mode in candidates(config.probe.mode):
-        try:
-            precheck(mode)
-            module = _bcc_module("cap_capable.c", cflags(config, mode, extra))
-        except ModeUnavailable as err:
-            reasons[mode] = str(err)
-            continue
-        except Exception as err:  # BCC reports every failure as a bare Exception
-            reasons[mode] = _explain(err, compiler_log)
-            continue
+
+    def load(mode: str) -> Any:
+        precheck(mode)
+        return _bcc_module("cap_capable.c", cflags(config, mode, extra))
+
+    mode, module, reasons = _first_loaded(candidates(config.probe.mode), load, compiler_log)
+    if module is not None:
         _fill_filters(module, config, cgroup)
         modules = [module]
         if config.changes.enabled and with_changes:
@@ -258,6 +254,21 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None, 
         raise LoadError(f"{mode} mode cannot attach: {why}", reasons)
     summary = "; ".join(f"{mode}: {why}" for mode, why in reasons.items())
     raise LoadError(f"no attach mode worked ({summary})", reasons)
+
+
+def _first_loaded(names: Iterable[str], load: Callable[[str], Any],
+                  compiler_log) -> tuple[Optional[str], Any, dict[str, str]]:
+    """The first name that load() takes, its module, and why each one tried before failed;
+    (None, None, every reason) when none loads."""
+    reasons: dict[str, str] = {}
+    for name in names:
+        try:
+            return name, load(name), reasons
+        except ModeUnavailable as err:
+            reasons[name] = str(err)
+        except Exception as err:  # BCC reports every failure as a bare Exception
+            reasons[name] = _explain(err, compiler_log)
+    return None, None, reasons
 
 
 def _bcc_module(source: str, flags: list[str]) -> Any:
@@ -291,19 +302,16 @@ def attach_changes(config: Config, compiler_log) -> Loaded:
 
     Loaded.mode is the hook: fexit or kprobe (on commit_creds), or tracepoint (the syscalls')."""
     layout = {**_cred_layout(), **process_defines(config)}
-    reasons: dict[str, str] = {}
-    for hook in change_hooks(config.probe.mode):
-        try:
-            defines = _commit_creds_defines(hook) if hook != "tracepoint" else _shared_syscall_defines()
-            module = _bcc_module("cap_changes.c", change_cflags(config, layout, defines))
-            if "SHARED_SYSCALL_PROGRAMS" in defines:
-                _attach_shared_syscall_programs(module)
-        except ModeUnavailable as err:
-            reasons[hook] = str(err)
-            continue
-        except Exception as err:  # BCC reports every failure as a bare Exception
-            reasons[hook] = _explain(err, compiler_log)
-            continue
+
+    def load(hook: str) -> Any:
+        defines = _commit_creds_defines(hook) if hook != "tracepoint" else _shared_syscall_defines()
+        module = _bcc_module("cap_changes.c", change_cflags(config, layout, defines))
+        if "SHARED_SYSCALL_PROGRAMS" in defines:
+            _attach_shared_syscall_programs(module)
+        return module
+
+    hook, module, reasons = _first_loaded(change_hooks(config.probe.mode), load, compiler_log)
+    if module is not None:
         return Loaded(hook, [module], reasons)
     raise LoadError(f"capability change tracking: {reasons.get('tracepoint', 'no hook attached')} "
                     f"({CHANGES_ADVICE})", reasons)
