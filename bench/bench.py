@@ -52,6 +52,8 @@ from typing import Iterator, Optional
 
 import yaml
 
+from exporter import proc_status
+
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS_SOURCE = ROOT / "bench" / "loops.c"
 # What Prometheus 2.x sends: OpenMetrics first, and gzip.
@@ -100,13 +102,9 @@ def get(url: str, timeout: float = 60, headers: Optional[dict] = None) -> bytes:
 
 def memory(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of a process, in MB."""
-    fields = {}
     with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields
+        status = proc_status.parse(f.read())
+    return {key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM") if key in status}
 
 
 class Exporter:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from exporter import proc_status
 from support import unique_comm, workload_command
 
 LOOPBACK = "127.0.0.1"
@@ -83,14 +84,11 @@ def scrape_for(port: int, seconds: float, clients: int, path: str = "/metrics", 
 
 def process_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM in bytes, and Threads, from /proc/PID/status."""
-    values = {}
     with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(value.split()[0]) * 1024
-            elif key == "Threads":
-                values[key] = int(value)
+        status = proc_status.parse(f.read())
+    values = {key: int(status[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM") if key in status}
+    if "Threads" in status:
+        values["Threads"] = int(status["Threads"])
     return values
 
 
