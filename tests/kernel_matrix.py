@@ -34,7 +34,7 @@ from typing import IO, Callable, Iterator, Optional
 
 import code_patching
 import guest_cpus
-from exporter.kernel import ensure_tracefs
+from exporter.ebpf.kernel import ensure_tracefs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fexit", "kprobe", "tracepoint")
