@@ -15,14 +15,14 @@ from typing import Optional
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__, config
-from exporter.serve import httpd, server, webconfig
-from exporter.ebpf import kernel, loader, progstats
 from exporter.core import privileges
-from exporter.usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from exporter.core.cgroups import CgroupNames
-from exporter.serve.collector import CapabilityCollector, ProbeInfo, UnusedSettings
+from exporter.ebpf import kernel, loader, progstats
 from exporter.ebpf.maps import BpfMap, LayoutError, open_maps
 from exporter.ebpf.probes import LoadError
+from exporter.serve import httpd, server, webconfig
+from exporter.serve.collector import CapabilityCollector, ProbeInfo, UnusedSettings
+from exporter.usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 
 log = logging.getLogger("exporter")
 

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from exporter.config import ChangesConfig, Config, FiltersConfig, MODES, ProbeConfig
 from exporter.core import capabilities, changes, syscalls
 from exporter.ebpf import kernel, probes
-from exporter.config import ChangesConfig, Config, FiltersConfig, MODES, ProbeConfig
 from exporter.ebpf.layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, ChangeEvent, CheckEvent, decode_comm
 from exporter.usage import EXIT_FAILURE, Parser, fail
 

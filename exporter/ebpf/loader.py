@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from exporter.ebpf import probes
 from exporter.config import Config
+from exporter.ebpf import probes
 from exporter.ebpf.probes import LoadError
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from exporter.ebpf import bpf_syscall, btf, kallsyms, kernel
-from exporter.core import changes, reasons
 from exporter.config import Config
+from exporter.core import changes, reasons
+from exporter.ebpf import bpf_syscall, btf, kallsyms, kernel
 
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
 # The maps the serving process reads; the others live on through the programs' own references.

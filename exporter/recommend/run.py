@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from exporter.config import ChangesConfig, Config, LabelsConfig, MODES, ProbeConfig
 from exporter.core import capabilities, privileges, proc_status, profile
 from exporter.ebpf import kernel, probes
-from exporter.recommend import verify
-from exporter.config import ChangesConfig, Config, LabelsConfig, MODES, ProbeConfig
 from exporter.ebpf.maps import BpfMap, open_maps
+from exporter.recommend import verify
 from exporter.usage import Parser, fail
 
 # run's own failures, apart from the command's exit codes, as timeout(1) and env(1) do.

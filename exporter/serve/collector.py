@@ -14,15 +14,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.core import capabilities, changes, containers, proc_status, profile, runtimes, units, workloads
-from exporter.ebpf import progstats
-from exporter.core.cgroups import UNKNOWN, CgroupNames
 from exporter.config import Config, FiltersConfig, LabelsConfig, comm_filter
-from exporter.serve.exposition import RenderedFamily, label_text
+from exporter.core import capabilities, changes, containers, proc_status, profile, runtimes, units, workloads
+from exporter.core.cgroups import UNKNOWN, CgroupNames
 from exporter.core.held import HeldCapabilities
+from exporter.core.runtimes import ContainerNames
+from exporter.ebpf import progstats
 from exporter.ebpf.layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
 from exporter.ebpf.maps import BpfMap
-from exporter.core.runtimes import ContainerNames
+from exporter.serve.exposition import RenderedFamily, label_text
 
 log = logging.getLogger(__name__)
 

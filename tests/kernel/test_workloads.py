@@ -11,8 +11,8 @@ import urllib.error
 
 import pytest
 
-from exporter.ebpf import kernel
 from exporter.core import units
+from exporter.ebpf import kernel
 from support import HANG_TIMEOUT, NOBODY, ROOT, run_workload, unique_comm, wait_for
 
 

@@ -5,11 +5,11 @@ from array import array
 
 from prometheus_client import CollectorRegistry
 
-from exporter.core.cgroups import CgroupNames
-from exporter.serve.collector import CapabilityCollector, ProbeInfo
 from exporter.config import LabelsConfig, comm_filter, FiltersConfig
+from exporter.core.cgroups import CgroupNames
 from exporter.ebpf.layouts import CheckKey, CheckValue, DropKey, DropValue
 from exporter.ebpf.maps import BpfMap, Chunk
+from exporter.serve.collector import CapabilityCollector, ProbeInfo
 
 
 class FakeMap:

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from exporter.core import profile
-from exporter.serve import profile_query
 from exporter.core.profile import CheckCount, Profile
+from exporter.serve import profile_query
 
 
 def documents():

@@ -3,8 +3,8 @@
 import pytest
 
 from exporter.core import reasons, syscalls
-from exporter.recommend import run
 from exporter.ebpf.layouts import NO_SYSCALL
+from exporter.recommend import run
 
 
 @pytest.mark.parametrize("frames, asked_by", [
