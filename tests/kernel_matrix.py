@@ -158,20 +158,9 @@ def _report(kernel: str, mode: str) -> Path:
     return Path(f"{_guest(kernel, mode)}.json")
 
 
-def _boot_log(kernel: str, mode: str) -> Path:
-    return Path(f"{_guest(kernel, mode)}-boot.log")
-
-
-def _dump(kernel: str, mode: str) -> Path:
-    return Path(f"{_guest(kernel, mode)}-dmesg.log")
-
-
-def _kallsyms(kernel: str, mode: str) -> Path:
-    return Path(f"{_guest(kernel, mode)}-kallsyms")
-
-
-def _cpus_log(kernel: str, mode: str) -> Path:
-    return Path(f"{_guest(kernel, mode)}-cpus.log")
+def _extra(kernel: str, mode: str, what: str) -> Path:
+    """The guest's other files: "boot.log" (console), "dmesg.log" (kernel dump), "kallsyms", "cpus.log"."""
+    return Path(f"{_guest(kernel, mode)}-{what}")
 
 
 class Quiet:
@@ -203,7 +192,7 @@ class Quiet:
 def _dump_when_silent(out: Path, kernel: str, mode: str) -> Iterator[None]:
     """In a guest: once per silence of DUMP_AFTER in its logs, save the kernel's blocked tasks and CPU stacks."""
     done = threading.Event()
-    quiet, dump = Quiet(out, _guest(kernel, mode)), out / _dump(kernel, mode)
+    quiet, dump = Quiet(out, _guest(kernel, mode)), out / _extra(kernel, mode, "dmesg.log")
 
     def watch() -> None:
         dumped = None
@@ -300,10 +289,10 @@ def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
     def where_the_cpus_are() -> None:
         # Any error: this report explains a failure and must not replace it with its own.
         try:
-            guest = guest_cpus.report(monitor, out / _kallsyms(kernel, mode))
+            guest = guest_cpus.report(monitor, out / _extra(kernel, mode, "kallsyms"))
         except Exception as err:  # noqa: BLE001
             guest = f"cannot read QEMU's monitor: {err!r}\n"
-        (out / _cpus_log(kernel, mode)).write_text(guest + _host_load())
+        (out / _extra(kernel, mode, "cpus.log")).write_text(guest + _host_load())
 
     try:
         stopped = _run_guest(cmd, env, out, _guest(kernel, mode), before_stop=where_the_cpus_are)
@@ -383,7 +372,7 @@ def _finished(kernel: str, mode: str, out: Path, why_not: str) -> list[Cell]:
     report = out / _report(kernel, mode)
     cells = [Cell(**c) for c in json.loads(report.read_text())] if report.exists() else []
     if not cells:
-        log = _log(kernel, mode) if (out / _log(kernel, mode)).exists() else _boot_log(kernel, mode)
+        log = _log(kernel, mode) if (out / _log(kernel, mode)).exists() else _extra(kernel, mode, "boot.log")
         cells.append(Cell(kernel, mode, "fail", why_not, log=log.name))
     return cells
 
@@ -393,8 +382,8 @@ def tails(cells: list[Cell], out: Path) -> list[str]:
     logs = {c.log: (f"{c.kernel} / {c.mode}", LOG_TAIL) for c in cells if c.result == "fail" and c.log}
     for c in cells:
         if c.result == "fail":
-            for extra in (_boot_log(c.kernel, c.mode), _dump(c.kernel, c.mode), _cpus_log(c.kernel, c.mode)):
-                logs.setdefault(extra.name, (f"{c.kernel} / {c.mode}", DUMP_TAIL))
+            for what in ("boot.log", "dmesg.log", "cpus.log"):
+                logs.setdefault(_extra(c.kernel, c.mode, what).name, (f"{c.kernel} / {c.mode}", DUMP_TAIL))
     shown = []
     for name, (what, count) in logs.items():
         shown += _tail(out / name, what, count)
@@ -459,7 +448,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.guest:
         # In the background: reading kallsyms takes seconds under emulation.
-        threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _kallsyms(args.guest, args.mode),),
+        threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _extra(args.guest, args.mode, "kallsyms"),),
                          daemon=True).start()
         _progress(code_patching.check(ensure_tracefs()))
         run_modes(args.guest, out, guest=True, modes=(args.mode,))
