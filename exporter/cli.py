@@ -29,7 +29,7 @@ log = logging.getLogger("exporter")
 DEFAULT_LISTEN = ":9661"
 DEFAULT_CONFIG = "config/default.yaml"
 LOG_LEVELS = ("debug", "info", "warn", "error")
-SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.recommend.run"}
+SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.advise.run"}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ class Trial:
 
 @dataclass
 class Verification:
-    method: str  # a key of recommend.verify.METHODS
+    method: str  # a key of advise.verify.METHODS
     how: str  # METHODS[method], filled in
     success: str  # what counted as success
     trials: list[Trial] = field(default_factory=list)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from exporter import __version__, cli, trace
-from exporter.recommend import run
+from exporter.advise import run
 from support import ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

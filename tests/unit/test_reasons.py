@@ -4,7 +4,7 @@ import pytest
 
 from exporter.core import reasons, syscalls
 from exporter.ebpf.layouts import NO_SYSCALL
-from exporter.recommend import run
+from exporter.advise import run
 
 
 @pytest.mark.parametrize("frames, asked_by", [

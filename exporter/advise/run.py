@@ -19,7 +19,7 @@ from exporter.config import ChangesConfig, Config, LabelsConfig, MODES, ProbeCon
 from exporter.core import capabilities, privileges, proc_status, profile
 from exporter.ebpf import kernel, probes
 from exporter.ebpf.maps import BpfMap, open_maps
-from exporter.recommend import verify
+from exporter.advise import verify
 from exporter.usage import Parser, fail
 
 # run's own failures, apart from the command's exit codes, as timeout(1) and env(1) do.
