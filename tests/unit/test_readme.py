@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import __version__, cli, run, trace
+from exporter import __version__, cli, recommend, run, trace
 from support import ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PARSERS = {None: cli.parser, "trace": trace.parser, "run": run.parser}
+PARSERS = {None: cli.parser, "trace": trace.parser, "run": run.parser, "recommend": recommend.parser}
 
 
 def blocks(language: str, path: Path) -> list[str]:
