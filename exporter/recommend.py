@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from typing import Optional
@@ -11,8 +10,6 @@ from typing import Optional
 from . import config, fleet, profile
 from .prometheus_api import ApiError, Client, HttpConfig, load_http_config
 from .usage import EXIT_USAGE, Parser, fail
-
-log = logging.getLogger(__name__)
 
 EXIT_UNREACHABLE = 3
 EXIT_PROMETHEUS_ERROR = 4
@@ -58,7 +55,6 @@ def parser() -> Parser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     client, selector, window = _inputs(args)
     try:
         answers = ask(client, selector, window, args.source)
