@@ -19,10 +19,13 @@ JOB = "capability-exporter"
 class Prometheus:
     """Debian's real prometheus binary on a free loopback port, scraping its targets every second.
 
-    targets: address -> the labels to give it (an instance of its own, to pose as a node)."""
+    targets: address -> the labels to give it (an instance of its own, to pose as a node);
+    flags: more of prometheus's, with scheme https for a --web.config.file that has TLS."""
 
-    def __init__(self, directory: Path, targets: dict[str, dict[str, str]], rule_file: Path):
-        self.url = f"http://127.0.0.1:{free_port()}"
+    def __init__(self, directory: Path, targets: dict[str, dict[str, str]], rule_file: Path, *flags: str,
+                 scheme: str = "http"):
+        address = f"127.0.0.1:{free_port()}"
+        self.url = f"{scheme}://{address}"
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rule_file)],
@@ -34,7 +37,7 @@ class Prometheus:
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config_path}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
+             f"--web.listen-address={address}", *flags],
             cwd=directory, stdout=self.log, stderr=subprocess.STDOUT,
         )
 

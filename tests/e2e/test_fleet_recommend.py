@@ -15,10 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from prometheus_server import Prometheus, eventually
-from support import HANG_TIMEOUT, ROOT, WORKLOAD, Exporter, WaitingWorkload, unique_comm, write_config
+from support import HANG_TIMEOUT, ROOT, WORKLOAD, Exporter, WaitingWorkload, make_pki, unique_comm, write_config
 from test_prometheus import ALERTS, as_promql, dashboard_targets
 
 pytestmark = pytest.mark.kernel
@@ -175,3 +176,34 @@ def test_least_privilege_row_shows_the_workload(fleet, used):
     assert used_caps == {"CAP_CHOWN", "CAP_SETUID"}
     first = {s["metric"]["capability"] for s in shown["Recent first uses"]}
     assert "CAP_CHOWN" in first
+
+
+def test_recommend_reaches_a_prometheus_behind_tls_and_basic_auth(tmp_path):
+    """Prometheus's own --web.config.file; recommend's http_config gives the CA and the password file."""
+    pki = make_pki(tmp_path)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = write_config(tmp_path, {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
+                                  "basic_auth_users": {"recommend": hashed}}, name="web.yml")
+    prometheus = Prometheus(tmp_path, {}, ALERTS, f"--web.config.file={web}", scheme="https")
+    (pki / "right").write_text("s3cret\n")
+    (pki / "wrong").write_text("guess\n")
+
+    def http_config(password_file: str, **tls: str) -> str:
+        return str(write_config(tmp_path, {"basic_auth": {"username": "recommend", "password_file": password_file},
+                                           "tls_config": tls}, name=f"http-{password_file}-{len(tls)}.yml"))
+
+    nobody = unique_comm("cxnobody")
+    try:
+        # Up and answering: no series of this comm, so exit 5, past TLS and the password.
+        done = eventually(lambda: (d := recommend(prometheus.url, "--comm", nobody, "--http.config.file",
+                                                  http_config("right", ca_file="ca.crt"))).returncode != 3 and d,
+                          "Prometheus behind TLS", context=lambda: prometheus.log_path.read_text()[-2000:])
+        assert done.returncode == 5 and "no capability checks of" in done.stderr, done.stderr
+        refused = recommend(prometheus.url, "--comm", nobody, "--http.config.file", http_config("wrong", ca_file="ca.crt"))
+        assert refused.returncode == 4 and "answered 401" in refused.stderr, refused.stderr
+        untrusted = recommend(prometheus.url, "--comm", nobody, "--http.config.file", http_config("right"))
+        assert untrusted.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted.stderr
+        for done in (refused, untrusted):
+            assert len(done.stderr.splitlines()) == 1
+    finally:
+        prometheus.stop()
