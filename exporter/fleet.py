@@ -143,9 +143,9 @@ def counted_in(window: Window, series: Callable[[str], str]) -> str:
     increase() alone would miss (CapabilityFirstUse reads its rule the same way)."""
     sub = window.subquery(series(""))
     before = series(f" offset {window.range()}")
-    # The subquery's last step may be before the newest samples: the series as they are now, too.
+    # The subquery's last step may be before the newest samples: new series as they are now, too.
     return (f"sum by (instance, comm, capability) ((increase({sub}) and ({before})) "
-            f"or max_over_time({sub}) or ({series('')}))")
+            f"or ((max_over_time({sub}) or ({series('')})) unless ({before})))")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import shutil
 import subprocess
 import sys
 import threading
 
 import pytest
+import yaml
 
 from exporter import fleet, profile, prometheus_api
 from exporter.fleet import Answers, Selector, Window
@@ -74,7 +76,7 @@ def test_granted_counts_new_series_whole_and_reads_old_ones_by_increase():
               'sum without (uid, cgroup, audit, insetid) (capability_denials_total{unit="a.service", audit!="false"})')
     before = series.replace('audit!="false"}', 'audit!="false"} offset 1d')
     assert expr == (f"sum by (instance, comm, capability) ((increase(({series})[1d:15s]) and ({before})) "
-                    f"or max_over_time(({series})[1d:15s]) or ({series}))")
+                    f"or ((max_over_time(({series})[1d:15s]) or ({series})) unless ({before})))")
 
 
 def test_recorded_source_reads_the_recording_rule():
@@ -224,3 +226,37 @@ def test_credentials_from_the_http_config_file_are_sent(recorder, tmp_path, conf
     client = prometheus_api.Client(recorder, prometheus_api.load_http_config(str(tmp_path / "http.yml")))
     assert client.query("up", 0) == [({"instance": "n1"}, 1.0)]
     assert _Recorder.seen == [header]
+
+
+GRANTED_CASES = [
+    # (comm, checks, denials, granted in the last hour at 3h)
+    ("growing", "0+1x180", "0x180", 60),  # one a minute all along: the hour's growth
+    ("new", "_x150 5x30", "_x150 0x30", 5),  # first seen at 2h30m with 5: counted whole
+    ("newest", "_x179 2", "_x179 0", 2),  # first seen a minute before the end
+    ("flat", "3x180", "0x180", 0),  # used before the range only
+    ("reset", "0+1x120 0+1x59", "0x180", 59),  # an exporter restart at 2h01m: 59 after it, none lost
+    ("denied", "0+1x180", "0+1x180", 0),  # every check denied
+    ("before", "0+1x90 _x90", "0x90 _x90", None),  # a node gone before the range
+]
+
+
+def test_granted_in_the_range_as_prometheus_computes_it(tmp_path):
+    """The granted query run by promtool's PromQL engine on series of every shape recommend meets."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool not found: install the Debian package prometheus")
+    expr = fleet.queries(Selector.of(match='job="x"'), Window(3600, 3 * 3600)).granted
+    labels = 'job="x",instance="n1",capability="CAP_CHOWN",comm="{}"'
+    test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": f"capability_{kind}_total{{{labels.format(comm)}}}", "values": values}
+                         for comm, checks, denials, _ in GRANTED_CASES
+                         for kind, values in (("checks", checks), ("denials", denials))],
+        "promql_expr_test": [{"expr": f"round({expr})", "eval_time": "3h", "exp_samples": [
+            {"labels": "{" + labels.format(comm).replace('job="x",', "") + "}", "value": value}
+            for comm, _, _, value in GRANTED_CASES if value is not None]}],
+    }]}
+    path = tmp_path / "granted_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
