@@ -260,13 +260,15 @@ def _describe(instances: dict[str, Instance], answers: Answers) -> None:
     for node in instances.values():
         if node.noaudit == "included" and node.instance not in labelled:
             node.noaudit = "unknown"  # non-audited checks counted, and no audit label to leave them out by
-    for attribute, samples in (("held_known", answers.held_known), ("oldest", answers.oldest),
-                               ("resets", answers.resets)):
-        for labels, value in samples:
-            node = instances.get(labels.get("instance", ""))
-            if node:
-                setattr(node, attribute, True if attribute == "held_known" else
-                        value if attribute == "oldest" else round(value))
+    def of(samples: list[Sample]) -> list[tuple[Instance, float]]:
+        return [(instances[l["instance"]], value) for l, value in samples if l.get("instance") in instances]
+
+    for node, _ in of(answers.held_known):
+        node.held_known = True
+    for node, value in of(answers.oldest):
+        node.oldest = value
+    for node, value in of(answers.resets):
+        node.resets = round(value)
 
 
 def _known(noaudit: str) -> str:
