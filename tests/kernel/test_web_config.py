@@ -6,7 +6,6 @@ import signal
 import socket
 import ssl
 import statistics
-import subprocess
 import time
 import urllib.error
 import urllib.request
