@@ -29,7 +29,7 @@ log = logging.getLogger("exporter")
 DEFAULT_LISTEN = ":9661"
 DEFAULT_CONFIG = "config/default.yaml"
 LOG_LEVELS = ("debug", "info", "warn", "error")
-SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.advise.run"}
+SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.advise.run", "recommend": "exporter.advise.recommend"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Prometheus exporter for Linux capability checks and denials, counted in the kernel with eBPF. "
         "Subcommands: 'capability-exporter trace --help' for the live view; "
-        "'capability-exporter run --help' to find the capabilities one command needs.",
+        "'capability-exporter run --help' to find the capabilities one command needs; "
+        "'capability-exporter recommend --help' for what a workload needs across every node, from Prometheus.",
     )
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve metrics on (default {DEFAULT_LISTEN})")

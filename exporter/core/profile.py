@@ -249,6 +249,7 @@ def _text(profile: Profile, context: dict) -> str:
     if "command" in context:
         lines.append(f"Command: {' '.join(context['command'])} (exit code {context.get('exit_code')})")
     lines += [f"Workload: {key} {context[key]}" for key in WORKLOAD_KEYS if key in context]
+    lines += fleet_lines(context)
     lines.append(f"Capability checks ({profile.mode} mode):")
     with_reasons = any(c.caller is not None for c in profile.checks)
     header = ("CAPABILITY", "COMM", "AUDITED") + (("SYSCALL", "ASKED BY") if with_reasons else ()) + ("GRANTED", "DENIED")
@@ -261,7 +262,7 @@ def _text(profile: Profile, context: dict) -> str:
         lines += _table(("COMM", "SYSCALL", "SET", "CHANGE", "COUNT"), change_rows(profile.changes))
     if profile.verification is not None:
         lines += ["", *profile.verification.text()]
-    lines += ["", f"Recommendation ({_verified_phrase(rec)}):"]
+    lines += ["", f"Recommendation ({_verified_phrase(rec, context)}):"]
     lines += _field("needed:", _names(rec.needed))
     for cap in rec.needed:
         lines += _field("", f"{cap}: {'; '.join(rec.reasons.get(cap, [])) or 'asked by -'}")
@@ -278,7 +279,21 @@ def _field(label: str, value: str) -> list[str]:
     return textwrap.wrap(value, width=100, initial_indent=f"  {label:<24} ", subsequent_indent=" " * 27)
 
 
-def _verified_phrase(rec: Recommendation) -> str:
+def fleet_lines(context: dict) -> list[str]:
+    """What recommend's report was made from: the query, each node's part, and what it cannot see."""
+    fleet = context.get("prometheus")
+    if not fleet:
+        return []
+    lines = [f"Prometheus: {fleet['url']}, {fleet['selector']} over the last {fleet['range']} ({fleet['source']} series)"]
+    for node in fleet["instances"]:
+        lines.append(f"Instance {node['instance']} ({node['mode']} mode): granted {_names(node['granted'])}; "
+                     f"denied {_names(node['denied'])}")
+    return lines + [f"Note: {note}" for note in fleet["notes"]]
+
+
+def _verified_phrase(rec: Recommendation, context: dict) -> str:
+    if "prometheus" in context:
+        return "from Prometheus, not verified: run --verify proves a set on one node"
     if rec.verified is None:
         return "not verified: --verify re-runs the command to prove it"
     return "verified by re-running" if rec.verified else "NOT verified: see Verification"
@@ -325,7 +340,8 @@ def _comments(profile: Profile, rec: Recommendation, context: dict) -> list[str]
     """What the grant lines cannot say, for formats that allow comments: one line per capability."""
     lines = [f"capability-exporter run: {' '.join(context['command'])}"] if "command" in context else []
     lines += [f"capability-exporter /profiles: {key} {context[key]}" for key in WORKLOAD_KEYS if key in context]
-    lines.append(_verified_phrase(rec))
+    lines += [f"capability-exporter recommend: {line}" for line in fleet_lines(context)]
+    lines.append(_verified_phrase(rec, context))
     for cap in rec.needed:
         lines.append(f"{cap}: {'; '.join(rec.reasons.get(cap, [])) or 'asked by -'}")
     for item in rec.not_needed:
@@ -361,7 +377,7 @@ def _kubernetes(profile: Profile, context: dict) -> str:
 def _docker(profile: Profile, context: dict) -> str:
     rec = profile.recommend()
     flags = " ".join(["--cap-drop=ALL"] + [f"--cap-add={n}" for n in kubernetes_names(rec.needed)])
-    return f"# {_verified_phrase(rec)}\n{flags}\n"
+    return f"# {_verified_phrase(rec, context)}\n{flags}\n"
 
 
 RENDERERS: dict[str, Callable[[Profile, dict], str]] = {

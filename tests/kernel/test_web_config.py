@@ -6,7 +6,6 @@ import signal
 import socket
 import ssl
 import statistics
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,29 +14,17 @@ import bcrypt
 import pytest
 import yaml
 
+from support import make_pki, openssl
+
 # No attach mode changes how these are served or computed: once per kernel in the matrix.
 pytestmark = pytest.mark.any_mode
 
 USER, PASSWORD = "prometheus", "s3cret-scrape"
 
 
-def openssl(*args: str, cwd) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                "-out", f"{name}.csr", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "2", "-extfile", "san.ext", "-out", f"{name}.crt", cwd=d)
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def web_config(pki, name: str = "", rounds: int = 4, tls_files: bool = True, **tls) -> str:

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from exporter import __version__, cli, trace
-from exporter.advise import run
+from exporter.advise import recommend, run
 from support import ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PARSERS = {None: cli.parser, "trace": trace.parser, "run": run.parser}
+PARSERS = {None: cli.parser, "trace": trace.parser, "run": run.parser, "recommend": recommend.parser}
 
 
 def blocks(language: str, path: Path) -> list[str]:
