@@ -67,7 +67,8 @@ class Fresh:
     """Concurrent requests share one run of produce(), each one a run that began after it arrived.
 
     A hundred scrapers at once then cost about one collection per collection time, and none
-    gets counts older than its request.
+    gets counts older than its request. The result is kept only while a request that may take it
+    is inside get(): a later one runs afresh anyway, and 10k series are a megabyte or two.
     """
 
     def __init__(self, produce: Callable[[], bytes]):
@@ -76,29 +77,41 @@ class Fresh:
         self.started = 0
         self.finished = 0
         self.running = False
+        self.inside = 0  # requests in get()
         self.result: bytes | BaseException = b""
 
     def get(self) -> bytes:
         with self.ready:
-            wanted = self.started + 1
-            while self.finished < wanted:
-                if self.running:
-                    self.ready.wait()
-                    continue
-                self.started += 1
-                self.running = True
-                self.ready.release()
-                try:
-                    result: bytes | BaseException = self.produce()
-                except Exception as err:  # every waiter of this run gets it
-                    result = err
-                finally:
-                    self.ready.acquire()
-                self.result, self.finished, self.running = result, self.started, False
-                self.ready.notify_all()
-            if isinstance(self.result, BaseException):
-                raise self.result
-            return self.result
+            self.inside += 1
+            try:
+                result = self._wait_for_run()
+            finally:
+                self.inside -= 1
+                if not self.inside:
+                    self.result = b""
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+    def _wait_for_run(self) -> bytes | BaseException:
+        """The result of a run that began after the caller came (with self.ready held)."""
+        wanted = self.started + 1
+        while self.finished < wanted:
+            if self.running:
+                self.ready.wait()
+                continue
+            self.started += 1
+            self.running = True
+            self.ready.release()
+            try:
+                result: bytes | BaseException = self.produce()
+            except Exception as err:  # every waiter of this run gets it
+                result = err
+            finally:
+                self.ready.acquire()
+            self.result, self.finished, self.running = result, self.started, False
+            self.ready.notify_all()
+        return self.result
 
 
 def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str],
