@@ -6,7 +6,7 @@ A RenderedFamily holds each series as its label text, escaped and sorted once (t
 caches it per map key across scrapes), and the value; encode() writes those lines directly,
 in either text format, and hands every other family to prometheus_client's own encoder, so
 that headers, small families and unusual requests come out exactly as prometheus_client makes
-them. server.py serves what encode() makes.
+them. server.py serves what encode() makes, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ class _Families:
         return self.families
 
 
-def encode(families: list[Metric], encoder: Callable, content_type: str) -> bytes:
-    """The exposition of families in the format encoder makes (one that choose_encoder chose)."""
+def encode(families: list[Metric], encoder: Callable, content_type: str) -> tuple[bytes, ...]:
+    """The exposition of families in the format encoder makes (one that choose_encoder chose), in
+    chunks that are sent one after the other: never joined into one copy of the whole."""
     escaping = getattr(encoder, "keywords", {}).get("escaping", UNDERSCORES)
     rendered = [f for f in families if isinstance(f, RenderedFamily)]
     if not rendered or escaping not in PLAIN_ESCAPING:
-        return encoder(_Families(families))
+        return (encoder(_Families(families)),)
     openmetrics = content_type.startswith(OPENMETRICS)
 
     def without_eof(output: bytes) -> bytes:
@@ -113,4 +114,4 @@ def encode(families: list[Metric], encoder: Callable, content_type: str) -> byte
         parts.extend(piece.encode("utf-8") for piece in family.lines())
     if openmetrics:
         parts.append(EOF)
-    return b"".join(parts)
+    return tuple(parts)

@@ -61,7 +61,7 @@ def parsed(text: str):
 def test_rendered_families_come_out_as_prometheus_client_writes_them(accept):
     encoder, content_type = choose_encoder(accept)
     expected = encoder(Fixed(families(rendered=False)))
-    got = exposition.encode(families(rendered=True), encoder, content_type)
+    got = b"".join(exposition.encode(families(rendered=True), encoder, content_type))
     # The writer puts the rendered families after the others; each family's lines are the same.
     assert sorted(got.splitlines()) == sorted(expected.splitlines())
     if content_type.startswith("application/openmetrics-text"):
@@ -72,7 +72,7 @@ def test_rendered_families_come_out_as_prometheus_client_writes_them(accept):
 
 def test_each_family_keeps_its_header_right_above_its_samples():
     encoder, content_type = choose_encoder(None)
-    lines = exposition.encode(families(rendered=True), encoder, content_type).decode().splitlines()
+    lines = b"".join(exposition.encode(families(rendered=True), encoder, content_type)).decode().splitlines()
     at = lines.index("# TYPE capability_checks_total counter")
     assert lines[at - 1].startswith("# HELP capability_checks_total ")
     assert all(line.startswith("capability_checks_total{") for line in lines[at + 1:at + 1 + len(ODD) * len(VALUES)])
