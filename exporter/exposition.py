@@ -11,7 +11,8 @@ them. server.py serves what encode() makes, chunk by chunk.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Sequence
+import re
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
@@ -37,35 +38,46 @@ def label_text(names: Sequence[str], values: Sequence[str]) -> str:
     return ",".join(f'{n}="{escape_value(v)}"' for n, v in sorted(zip(names, values)))
 
 
+_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def labels_of(text: str) -> dict[str, str]:
+    """The labels that label_text wrote into text: its exact inverse."""
+    return {name: _ESCAPED.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+            for name, value in _PAIR.findall(text)}
+
+
 class RenderedFamily(Metric):
-    """A metric family whose samples are (label text, label values, value).
+    """A metric family whose samples are (label text, value).
 
-    It is a Metric all the same: `samples` builds prometheus_client's Samples when something
-    other than this module's writer asks for them (tests, a name[] filtered scrape)."""
+    It is a Metric all the same: `samples` builds prometheus_client's Samples, the labels read
+    back from the text, when something other than this module's writer asks for them (tests, a
+    name[] filtered scrape). The label values themselves are not kept: at 10k series they would
+    be a tuple and a string more per series, in the collector's cache across scrapes."""
 
-    def __init__(self, name: str, documentation: str, typ: str, label_names: Sequence[str], suffix: str = ""):
+    def __init__(self, name: str, documentation: str, typ: str, label_names: Sequence[str], suffix: str = "",
+                 texts: Optional[list[str]] = None, values: Optional[list] = None):
+        """texts and values: the series so far, in parallel lists (which another family may share:
+        the checks and the denials are the same series)."""
         super().__init__(name, documentation, typ)
         self.label_names = tuple(label_names)
         self.sample_name = name + suffix
         # Parallel lists: no container per series for the garbage collector to walk.
-        self.texts: list[str] = []
-        self.label_values: list[tuple[str, ...]] = []
-        self.values: list[float] = []
+        self.texts: list[str] = [] if texts is None else texts
+        self.values: list = [] if values is None else values
 
-    def add(self, text: str, values: tuple[str, ...], value) -> None:
+    def add(self, text: str, value) -> None:
         """One series: its label text (label_text of its values) and its value."""
         self.texts.append(text)
-        self.label_values.append(values)
         self.values.append(value)
 
     def add_metric(self, values: Sequence[str], value) -> None:
-        values = tuple(values)
-        self.add(label_text(self.label_names, values), values, value)
+        self.add(label_text(self.label_names, values), value)
 
     @property
     def samples(self) -> list[Sample]:
-        return [Sample(self.sample_name, dict(zip(self.label_names, values)), value)
-                for values, value in zip(self.label_values, self.values)]
+        return [Sample(self.sample_name, labels_of(text), value) for text, value in zip(self.texts, self.values)]
 
     @samples.setter
     def samples(self, samples: list[Sample]) -> None:

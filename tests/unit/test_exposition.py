@@ -9,7 +9,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import exposition, server
-from exporter.exposition import RenderedFamily, label_text
+from exporter.exposition import RenderedFamily, label_text, labels_of
 
 ODD = ['plain', 'quo"te', 'back\\slash', 'new\nline', 'bad\\xff\\xfe', 'ünï', '']
 ACCEPTS = [
@@ -85,6 +85,13 @@ def test_a_rendered_family_still_has_samples_for_whoever_reads_them():
 
 def test_label_text_sorts_and_escapes():
     assert label_text(["comm", "capability"], ['a"b', "CAP_X"]) == 'capability="CAP_X",comm="a\\"b"'
+
+
+@pytest.mark.parametrize("value", ODD + ['a="b",c="d"', '\\"', "\\n", "x\\", '"', "\\\n\"", "=,{}"])
+def test_labels_read_back_from_label_text_exactly(value):
+    names = ["comm", "capability", "uid"]
+    values = [value, "CAP_X", value[::-1]]
+    assert labels_of(label_text(names, values)) == dict(zip(names, values))
 
 
 def test_the_server_serves_rendered_families_negotiated_filtered_and_compressed():
