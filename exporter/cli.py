@@ -14,7 +14,7 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__, config, httpd, kernel, loader, privileges, progstats, server, webconfig
+from . import __version__, config, httpd, kernel, loader, malloc, privileges, progstats, server, webconfig
 from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 from .cgroups import CgroupNames
 from .collector import CapabilityCollector, ProbeInfo, UnusedSettings
@@ -182,6 +182,7 @@ def _limits(args: argparse.Namespace) -> httpd.Limits:
 
 
 def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
+    malloc.one_arena()  # first: the threads started below must not get arenas of their own
     registry = CollectorRegistry(auto_describe=False)
     mode = {"name": "starting"}
     collector: list[CapabilityCollector] = []  # filled once attached; /profiles is empty before
