@@ -13,7 +13,7 @@ APT_PACKAGES := python3-bpfcc python3-venv
 STAMP := $(VENV)/.installed
 # For the tests only (make test and the other test targets): setcap (libcap2-bin), gcc and
 # prometheus (a real server for the end-to-end test, and promtool for the alert rules) and
-# bpftool (to cross-check exporter/btf.py), the package's [test] extras, and the schemas of
+# bpftool (to cross-check exporter/ebpf/btf.py), the package's [test] extras, and the schemas of
 # the prometheus-operator resources (npm, into tests/schemas/node_modules).
 # iputils-ping, procps, systemd and util-linux: real programs that run --verify is tested on.
 TEST_APT_PACKAGES := libcap2-bin gcc prometheus bpftool iputils-ping procps systemd util-linux

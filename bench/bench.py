@@ -52,7 +52,7 @@ from typing import Iterator, Optional
 
 import yaml
 
-from exporter import proc_status
+from exporter.core import proc_status
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS_SOURCE = ROOT / "bench" / "loops.c"
@@ -196,7 +196,7 @@ class Bpftrace:
 
 def empty_program(mode: str) -> None:
     """bench.py --empty MODE: attach an empty program to the mode's hook until stdin closes."""
-    from exporter import kernel
+    from exporter.ebpf import kernel
 
     os.environ["BCC_KERNEL_SOURCE"] = str(ROOT / "bpf" / "shim")
     from bcc import BPF

@@ -1,4 +1,4 @@
-/* Shared by the BPF programs: the layouts exporter/layouts.py mirrors (change both together). */
+/* Shared by the BPF programs: the layouts exporter/ebpf/layouts.py mirrors (change both together). */
 #ifndef CAPEXP_CAPABILITY_H
 #define CAPEXP_CAPABILITY_H
 
@@ -89,7 +89,7 @@ enum drop_slot {
 	DROP_SLOTS = 2,
 };
 
-/* Capability changes: the syscalls traced, in label order (exporter/changes.py). */
+/* Capability changes: the syscalls traced, in label order (exporter/core/changes.py). */
 enum change_syscall {
 	SYS_CAPSET, SYS_PRCTL, SYS_SETUID, SYS_SETGID, SYS_SETREUID, SYS_SETREGID,
 	SYS_SETRESUID, SYS_SETRESGID, SYS_SETFSUID, SYS_SETFSGID, SYS_EXECVE, SYS_EXECVEAT,

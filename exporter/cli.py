@@ -14,19 +14,22 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__, config, httpd, kernel, loader, malloc, privileges, progstats, server, webconfig
-from .usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
-from .cgroups import CgroupNames
-from .collector import CapabilityCollector, ProbeInfo, UnusedSettings
-from .maps import BpfMap, LayoutError, open_maps
-from .probes import LoadError
+from exporter import __version__, config
+from exporter.core import privileges
+from exporter.core.cgroups import CgroupNames
+from exporter.ebpf import kernel, loader, progstats
+from exporter.ebpf.maps import BpfMap, LayoutError, open_maps
+from exporter.ebpf.probes import LoadError
+from exporter.serve import httpd, malloc, server, webconfig
+from exporter.serve.collector import CapabilityCollector, ProbeInfo, UnusedSettings
+from exporter.usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 
 log = logging.getLogger("exporter")
 
 DEFAULT_LISTEN = ":9661"
 DEFAULT_CONFIG = "config/default.yaml"
 LOG_LEVELS = ("debug", "info", "warn", "error")
-SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.run"}
+SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.recommend.run"}
 
 
 def parser() -> argparse.ArgumentParser:

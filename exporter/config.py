@@ -123,7 +123,7 @@ class LabelsConfig:
     pod_name: bool = False
     namespace: bool = False
     cgroup_v1_controller: str = checked("", _controller_name)
-    # Where the host's / is, for the container runtimes' state (exporter/runtimes.py).
+    # Where the host's / is, for the container runtimes' state (exporter/core/runtimes.py).
     container_state_root: str = checked("/", _absolute_path)
 
     @property

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import capabilities, changes, kernel, probes, syscalls
-from .config import ChangesConfig, Config, FiltersConfig, MODES, ProbeConfig
-from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, ChangeEvent, CheckEvent, decode_comm
-from .usage import EXIT_FAILURE, Parser, fail
+from exporter.config import ChangesConfig, Config, FiltersConfig, MODES, ProbeConfig
+from exporter.core import capabilities, changes, syscalls
+from exporter.ebpf import kernel, probes
+from exporter.ebpf.layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, ChangeEvent, CheckEvent, decode_comm
+from exporter.usage import EXIT_FAILURE, Parser, fail
 
 STACKS_MAX_ENTRIES = 16384
 CHECK_HEADER = f"{'TIME':<9} {'UID':<6} {'PID':<7} {'COMM':<16} {'CAP':<4} {'NAME':<22} {'AUDIT':<5} {'VERDICT':<7} SYSCALL"

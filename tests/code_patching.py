@@ -43,6 +43,6 @@ def check(tracefs: str, toggles: int = TOGGLES, spinners: int = 2) -> str:
 
 if __name__ == "__main__":
     # By hand, in a guest: vng -r /boot/vmlinuz-KERNEL --disable-kvm --cpus N -- .venv/bin/python tests/code_patching.py
-    from exporter.kernel import ensure_tracefs
+    from exporter.ebpf.kernel import ensure_tracefs
 
     print(check(ensure_tracefs()), flush=True)

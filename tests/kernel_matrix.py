@@ -1,21 +1,24 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
-usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [KERNEL...]
+usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--jobs N] [KERNEL...]
   KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), booted with virtme-ng
   under software emulation. The running kernel is always the first row. --tests: a subset of
   the suite, as pytest paths separated by spaces (default tests/kernel), here and in guests.
+  --jobs: guests at once (default: one per CPU; each guest has one virtual CPU).
 
-Inside each kernel, for each mode: `capability-exporter --config.check --probe.mode MODE`
-decides "not available" (with the exporter's own reason); where it attaches, the
-tests/kernel suite runs with CAPEXP_TEST_MODE=MODE: all of it in the first mode that
-attaches, and in later modes only the tests not marked any_mode (what no attach mode
-changes). Exit status 1 if a mode that EXPECTED says a kernel must pass does not pass;
-the tail of each failing log is printed.
+Each (kernel, mode) is a guest of its own, so that modes and kernels run side by side.
+Inside it, `capability-exporter --config.check --probe.mode MODE` decides "not available"
+(with the exporter's own reason); where it attaches, the tests/kernel suite runs with
+CAPEXP_TEST_MODE=MODE: all of it in the kernel's first mode that attaches, and in later
+modes only the tests not marked any_mode (what no attach mode changes). Exit status 1 if
+a mode that EXPECTED says a kernel must pass does not pass; the tail of each failing log
+is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -34,7 +37,7 @@ from typing import IO, Callable, Iterator, Optional
 
 import code_patching
 import guest_cpus
-from exporter.kernel import ensure_tracefs
+from exporter.ebpf.kernel import ensure_tracefs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fexit", "kprobe", "tracepoint")
@@ -79,30 +82,34 @@ class Cell:
 TESTS = ["tests/kernel"]
 
 
-def run_modes(kernel: str, out: Path, guest: bool) -> list[Cell]:
-    """On the running kernel: each mode's config check, then the suite where the mode attaches.
+def run_modes(kernel: str, out: Path, guest: bool, modes: tuple[str, ...] = MODES) -> list[Cell]:
+    """On the running kernel: each of modes' config check, then the suite where the mode attaches.
 
-    A guest writes the cells so far to its report after each mode, so that a guest stopped
-    midway still tells which modes finished.
+    The modes before them are checked too (not run): whether one attaches decides whether
+    a mode runs the whole suite or the mode-dependent part. A guest writes its cells to
+    its report after each mode, so that a guest stopped midway still tells what finished.
     """
     cells: list[Cell] = []
-    for mode in MODES:
+    attached = False
+    for mode in MODES[:max(MODES.index(m) for m in modes) + 1]:
         start = time.monotonic()
         _progress(f"{kernel} / {mode}: checking")
         check = subprocess.run(
             [sys.executable, "-m", "exporter", "--config.check", "--probe.mode", mode],
             cwd=ROOT, capture_output=True, text=True, timeout=600,
         )
+        first, attached = not attached, attached or check.returncode == 0
+        if mode not in modes:
+            continue
         if check.returncode != 0:
             cells.append(Cell(kernel, mode, "not available", _error_line(check.stderr), time.monotonic() - start))
         else:
-            first = not any(c.result != "not available" for c in cells)
             _progress(f"{kernel} / {mode}: running the {'whole' if first else 'mode-dependent'} suite")
             result, detail = _run_suite(kernel, mode, out, guest, first)
             cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start, _log(kernel, mode).name))
         _progress(f"{kernel} / {mode}: {cells[-1].result} after {cells[-1].seconds:.0f} s")
         if guest:
-            (out / _report(kernel)).write_text(json.dumps([asdict(c) for c in cells]))
+            (out / _report(kernel, mode)).write_text(json.dumps([asdict(c) for c in cells]))
     return cells
 
 
@@ -124,7 +131,7 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
     log = out / _log(kernel, mode)
     with open(log, "w") as f:
         try:
-            watch = _dump_when_silent(out, out / _dump(kernel)) if guest else contextlib.nullcontext()
+            watch = _dump_when_silent(out, kernel, mode) if guest else contextlib.nullcontext()
             with watch:
                 done = subprocess.run(
                     [sys.executable, "-m", "pytest", *TESTS, "-p", "no:cacheprovider", "-v",
@@ -137,42 +144,36 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
     return ("pass" if done.returncode == 0 else "fail"), _pytest_summary(log.read_text())
 
 
-# The files in the output directory, per kernel: a log per mode, the guest's report of the
-# modes it finished, its console, and its kernel dump.
+# The files in the output directory, per guest (kernel and mode): its pytest log, its
+# report of what it finished, its console, its kernel dump, its symbols and CPU samples.
+def _guest(kernel: str, mode: str) -> str:
+    return f"{_slug(kernel)}-{mode}"
+
+
 def _log(kernel: str, mode: str) -> Path:
-    return Path(f"{_slug(kernel)}-{mode}.log")
+    return Path(f"{_guest(kernel, mode)}.log")
 
 
-def _report(kernel: str) -> Path:
-    return Path(f"{_slug(kernel)}.json")
+def _report(kernel: str, mode: str) -> Path:
+    return Path(f"{_guest(kernel, mode)}.json")
 
 
-def _boot_log(kernel: str) -> Path:
-    return Path(f"{_slug(kernel)}-boot.log")
-
-
-def _dump(kernel: str) -> Path:
-    return Path(f"{_slug(kernel)}-dmesg.log")
-
-
-def _kallsyms(kernel: str) -> Path:
-    return Path(f"{_slug(kernel)}-kallsyms")
-
-
-def _cpus_log(kernel: str) -> Path:
-    return Path(f"{_slug(kernel)}-cpus.log")
+def _extra(kernel: str, mode: str, what: str) -> Path:
+    """The guest's other files: "boot.log" (console), "dmesg.log" (kernel dump), "kallsyms", "cpus.log"."""
+    return Path(f"{_guest(kernel, mode)}-{what}")
 
 
 class Quiet:
-    """How long the guest's own output (its pytest logs and report in out) has not changed.
+    """How long one guest's own output (its pytest log and report in out) has not changed.
 
     Sizes and mtimes are compared, never mtimes against a clock: a 9p file's mtime comes
     from the host's clock and the guest's may differ. The boot log (the kernel's console)
-    and the kernel dump are not the guest's progress.
+    and the kernel dump are not the guest's progress, and other guests' files are theirs.
     """
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, guest: str) -> None:
         self.out = out
+        self.names = {f"{guest}.log", f"{guest}.json"}
         self.seen = self._snapshot()
         self.since = time.monotonic()
 
@@ -183,22 +184,22 @@ class Quiet:
         return time.monotonic() - self.since
 
     def _snapshot(self) -> list[tuple[str, int, int]]:
-        files = [f for f in self.out.iterdir() if f.suffix == ".json" or f.name.endswith(tuple(f"-{m}.log" for m in MODES))]
+        files = [f for f in self.out.iterdir() if f.name in self.names]
         return sorted((f.name, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
 
 
 @contextlib.contextmanager
-def _dump_when_silent(out: Path, dump: Path) -> Iterator[None]:
-    """In a guest: once per silence of DUMP_AFTER in out's logs, save the kernel's blocked tasks and CPU stacks."""
+def _dump_when_silent(out: Path, kernel: str, mode: str) -> Iterator[None]:
+    """In a guest: once per silence of DUMP_AFTER in its logs, save the kernel's blocked tasks and CPU stacks."""
     done = threading.Event()
-    quiet = Quiet(out)
+    quiet, dump = Quiet(out, _guest(kernel, mode)), out / _extra(kernel, mode, "dmesg.log")
 
     def watch() -> None:
         dumped = None
         while not done.wait(WATCH_INTERVAL):
             if quiet.seconds() > DUMP_AFTER and dumped != quiet.since:
                 dumped = quiet.since
-                _dump_kernel_state(dump, f"no log in {out} has grown for {DUMP_AFTER} s")
+                _dump_kernel_state(dump, f"no log of {_guest(kernel, mode)} has grown for {DUMP_AFTER} s")
 
     threading.Thread(target=watch, daemon=True).start()
     try:
@@ -267,13 +268,14 @@ def _slug(kernel: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "_", kernel)
 
 
-def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
-    """Boot /boot/vmlinuz-KERNEL under QEMU (TCG) and run the guest side there."""
+def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
+    """Boot /boot/vmlinuz-KERNEL under QEMU (TCG) and run the guest side of one mode there."""
     image = Path(f"/boot/vmlinuz-{kernel}")
     if not image.exists():
-        return [Cell(kernel, m, "fail", f"{image} is not installed") for m in MODES]
-    (out / _report(kernel)).unlink(missing_ok=True)
-    inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --out {out}"
+        return [Cell(kernel, mode, "fail", f"{image} is not installed")]
+    _progress(f"booting {kernel} for {mode} under QEMU (software emulation)")
+    (out / _report(kernel, mode)).unlink(missing_ok=True)
+    inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --mode {mode} --out {out}"
     if TESTS != ["tests/kernel"]:
         inner += f" --tests '{' '.join(TESTS)}'"
     monitor = Path(tempfile.mkdtemp(prefix="kernel-matrix-")) / "monitor"
@@ -287,24 +289,33 @@ def boot(kernel: str, vng: str, out: Path) -> list[Cell]:
     def where_the_cpus_are() -> None:
         # Any error: this report explains a failure and must not replace it with its own.
         try:
-            guest = guest_cpus.report(monitor, out / _kallsyms(kernel))
+            guest = guest_cpus.report(monitor, out / _extra(kernel, mode, "kallsyms"))
         except Exception as err:  # noqa: BLE001
             guest = f"cannot read QEMU's monitor: {err!r}\n"
-        (out / _cpus_log(kernel)).write_text(guest + _host_load())
+        (out / _extra(kernel, mode, "cpus.log")).write_text(guest + _host_load())
 
     try:
-        stopped = _run_guest(cmd, env, out, out / _boot_log(kernel), before_stop=where_the_cpus_are)
+        stopped = _run_guest(cmd, env, out, _guest(kernel, mode), before_stop=where_the_cpus_are)
     except OSError as err:
-        return [Cell(kernel, m, "fail", f"cannot run {vng}: {err.strerror}") for m in MODES]
+        return [Cell(kernel, mode, "fail", f"cannot run {vng}: {err.strerror}")]
     finally:
         shutil.rmtree(monitor.parent, ignore_errors=True)
-    return _finished(kernel, out, stopped or "the guest wrote no report")
+    return _finished(kernel, mode, out, stopped or "the guest wrote no report")
 
 
-def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path,
+def boot_all(kernels: list[str], vng: str, out: Path, jobs: int) -> list[Cell]:
+    """A guest per kernel and mode, jobs at a time; the cells in kernel order, then mode order."""
+    # The first modes run the whole suite and take longest: they start first.
+    order = [(kernel, mode) for mode in MODES for kernel in kernels]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = dict(zip(order, pool.map(lambda guest: boot(*guest, vng, out), order)))
+    return [cell for kernel in kernels for mode in MODES for cell in done[(kernel, mode)]]
+
+
+def _run_guest(cmd: list[str], env: dict[str, str], out: Path, guest_name: str,
                before_stop: Callable[[], None] = lambda: None) -> Optional[str]:
-    """Run cmd with its output in boot_log, watched by _watch."""
-    with open(boot_log, "wb") as log:
+    """Run cmd with its output in the guest's boot log, watched by _watch."""
+    with open(out / f"{guest_name}-boot.log", "wb") as log:
         # A session of its own, so that a stop reaches QEMU too, not only vng.
         guest = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  env=env, start_new_session=True)
@@ -312,7 +323,7 @@ def _run_guest(cmd: list[str], env: dict[str, str], out: Path, boot_log: Path,
         # guest's stdout anew; on a file, each from offset 0, they overwrote each other.
         copier = threading.Thread(target=_copy, args=(guest.stdout, log), daemon=True)
         copier.start()
-        stopped = _watch(guest, out, before_stop)
+        stopped = _watch(guest, out, guest_name, before_stop)
         copier.join(timeout=30)
     return stopped
 
@@ -334,9 +345,10 @@ def _copy(source: IO[bytes], log: IO[bytes]) -> None:
         log.flush()
 
 
-def _watch(guest: subprocess.Popen, out: Path, before_stop: Callable[[], None] = lambda: None) -> Optional[str]:
+def _watch(guest: subprocess.Popen, out: Path, guest_name: str,
+           before_stop: Callable[[], None] = lambda: None) -> Optional[str]:
     """Wait for the guest; stop it and say why if it runs too long or its logs stop growing."""
-    start, quiet = time.monotonic(), Quiet(out)
+    start, quiet = time.monotonic(), Quiet(out, guest_name)
     while guest.poll() is None:
         time.sleep(WATCH_INTERVAL)
         if time.monotonic() - start > GUEST_TIMEOUT:
@@ -355,24 +367,23 @@ def _watch(guest: subprocess.Popen, out: Path, before_stop: Callable[[], None] =
     return None
 
 
-def _finished(kernel: str, out: Path, why_not: str) -> list[Cell]:
-    """The cells the guest reported, and a failure with why_not for each mode it did not finish."""
-    report = out / _report(kernel)
+def _finished(kernel: str, mode: str, out: Path, why_not: str) -> list[Cell]:
+    """The cell the guest reported, or a failure with why_not if it did not finish."""
+    report = out / _report(kernel, mode)
     cells = [Cell(**c) for c in json.loads(report.read_text())] if report.exists() else []
-    done = {c.mode for c in cells}
-    for mode in MODES:
-        if mode not in done:
-            log = _log(kernel, mode) if (out / _log(kernel, mode)).exists() else _boot_log(kernel)
-            cells.append(Cell(kernel, mode, "fail", why_not, log=log.name))
+    if not cells:
+        log = _log(kernel, mode) if (out / _log(kernel, mode)).exists() else _extra(kernel, mode, "boot.log")
+        cells.append(Cell(kernel, mode, "fail", why_not, log=log.name))
     return cells
 
 
 def tails(cells: list[Cell], out: Path) -> list[str]:
     """The last lines of each failing cell's log, and of a failing guest's console and kernel dump."""
     logs = {c.log: (f"{c.kernel} / {c.mode}", LOG_TAIL) for c in cells if c.result == "fail" and c.log}
-    for kernel in dict.fromkeys(c.kernel for c in cells if c.result == "fail"):
-        for extra in (_boot_log(kernel), _dump(kernel), _cpus_log(kernel)):
-            logs.setdefault(extra.name, (kernel, DUMP_TAIL))
+    for c in cells:
+        if c.result == "fail":
+            for what in ("boot.log", "dmesg.log", "cpus.log"):
+                logs.setdefault(_extra(c.kernel, c.mode, what).name, (f"{c.kernel} / {c.mode}", DUMP_TAIL))
     shown = []
     for name, (what, count) in logs.items():
         shown += _tail(out / name, what, count)
@@ -425,23 +436,26 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--tests", help="pytest paths to run instead of tests/kernel, separated by spaces")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="guests at once")
     parser.add_argument("--guest", metavar="KERNEL", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if args.tests:
         TESTS[:] = args.tests.split()
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.guest:
         # In the background: reading kallsyms takes seconds under emulation.
-        threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _kallsyms(args.guest),), daemon=True).start()
+        threading.Thread(target=guest_cpus.save_kallsyms, args=(out / _extra(args.guest, args.mode, "kallsyms"),),
+                         daemon=True).start()
         _progress(code_patching.check(ensure_tracefs()))
-        run_modes(args.guest, out, guest=True)
+        run_modes(args.guest, out, guest=True, modes=(args.mode,))
         return 0
     host_label = f"host {platform.release()}"
     cells = run_modes(host_label, out, guest=False)
-    for kernel in args.kernels:
-        print(f"booting {kernel} under QEMU (software emulation)...", flush=True)
-        cells += boot(kernel, args.vng, out)
+    cells += boot_all(args.kernels, args.vng, out, args.jobs)
     print(table(cells))
     print(f"logs: {out}")
     if args.markdown:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from exporter import proc_status
+from exporter.core import proc_status
 from support import unique_comm, workload_command
 
 LOOPBACK = "127.0.0.1"

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from exporter import capabilities
+from exporter.core import capabilities
 from support import NOBODY, run_workload, starter, unique_comm
 
 CHANGES = "capability_set_changes_total"

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from exporter import kernel
+from exporter.ebpf import kernel
 from support import NOBODY, WaitingWorkload, run_workload, unique_comm
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import load
-from exporter import httpd
+from exporter.serve import httpd
 from support import HANG_TIMEOUT
 
 # Needs root and BPF, but no kernel changes how the HTTP server holds: on the host only.

@@ -9,7 +9,7 @@ import urllib.error
 
 import pytest
 
-from exporter import bpf_syscall, kernel, progstats
+from exporter.ebpf import bpf_syscall, kernel, progstats
 from support import run_exporter, run_workload, unique_comm
 
 

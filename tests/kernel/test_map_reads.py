@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from exporter import bpf_syscall, kernel
-from exporter.layouts import CheckKey, CheckValue
-from exporter.maps import BpfMap
+from exporter.ebpf import bpf_syscall, kernel
+from exporter.ebpf.layouts import CheckKey, CheckValue
+from exporter.ebpf.maps import BpfMap
 
 PERCPU_HASH, HASH = 5, 1
 ENTRIES = 12_345  # more than the default checks map holds, and than one batch reads

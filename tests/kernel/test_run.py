@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import profile
+from exporter.core import profile
 from support import HANG_TIMEOUT, NOBODY, ROOT, WORKLOAD, exporter_command, run_workload, unique_comm
 
 SETPRIV_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]

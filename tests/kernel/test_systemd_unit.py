@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from exporter import kernel, proc_status, profile
+from exporter.core import proc_status, profile
+from exporter.ebpf import kernel
 from support import HANG_TIMEOUT, NOBODY, ROOT, Exporter, exporter_command, run_workload, unique_comm
 
 UNIT = ROOT / "deploy" / "systemd" / "capability-exporter.service"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import profile
+from exporter.core import profile
 from support import HANG_TIMEOUT, NOBODY, ROOT, exporter_command, run_workload, unique_comm
 
 SETPRIV_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]

@@ -5,15 +5,16 @@ kept per unit."""
 import errno
 import json
 import os
+import re
 import subprocess
 import urllib.error
 
 import pytest
 
-from exporter import kernel, units
+from exporter.core import units
+from exporter.ebpf import kernel
 from support import HANG_TIMEOUT, NOBODY, ROOT, run_workload, unique_comm, wait_for
 
-SERVICE = "capexp-test.service"
 
 CHECKS = "capability_checks_total"
 CHANGES = "capability_set_changes_total"
@@ -55,8 +56,9 @@ def test_without_the_label_there_is_no_process_label(start_exporter, workers):
 
 def test_unused_and_profiles_per_process(start_exporter, workers):
     """Held sets from /proc (the leader's comm) and checks keyed in the kernel meet per process."""
-    exporter = start_exporter({"unused": {"by": "process", "refresh_seconds": 0}})
     program = workers.name
+    # Only this workload: capability_unused keeps the first max_comms by name (busy machines have many).
+    exporter = start_exporter({"unused": {"by": "process", "refresh_seconds": 0, "comms": [program]}})
     lingering = subprocess.Popen([str(workers), "1000", "linger"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
     try:
@@ -86,14 +88,15 @@ def test_changes_carry_the_process_label(start_exporter, workers):
 
 @pytest.fixture
 def service_cgroup():
-    """The cgroup v2 directory /system.slice/capexp-test.service, as systemd would make it.
+    """A cgroup v2 directory /system.slice/capexp-<unique>.service, as systemd would make it.
 
-    Other checkouts' suites may use it at the same time (their comms differ): a directory
-    another run made, or still has a process in, is left to that run."""
+    One per test: tests running at once (xdist workers, other checkouts' suites) must not
+    share it, or one's teardown removes the cgroup the other's checks are labelled by.
+    A system.slice another run made, or still has a process in, is left to that run."""
     mount = kernel.cgroup2_mount()
     assert mount, "these machines mount cgroup v2"
     slice_dir = os.path.join(mount, "system.slice")
-    directory = os.path.join(slice_dir, SERVICE)
+    directory = os.path.join(slice_dir, f"{unique_comm('capexp')}.service")
     made = [path for path in (slice_dir, directory) if _made(path)]
     yield directory
     for path in reversed(made):
@@ -115,11 +118,12 @@ def _made(path: str) -> bool:
 @pytest.mark.any_mode
 def test_a_service_cgroup_gives_the_unit_label(start_exporter, service_cgroup):
     inside, outside = unique_comm("svc"), unique_comm("out")
+    service = os.path.basename(service_cgroup)
     exporter = start_exporter({"labels": {"unit": True}})
     run_workload(f"{inside}=setuid:37", cgroup=service_cgroup)
     run_workload(f"{outside}=setuid:5")
     assert exporter.series(CHECKS, comm=inside) == {
-        frozenset({"comm": inside, "capability": "CAP_SETUID", "unit": SERVICE}.items()): 37.0
+        frozenset({"comm": inside, "capability": "CAP_SETUID", "unit": service}.items()): 37.0
     }
     # Outside: whatever unit this suite runs in ("" where it is in none, as on the dev machines).
     assert exporter.series(CHECKS, comm=outside, capability="CAP_SETUID") == {
@@ -164,22 +168,23 @@ def unit_profile(exporter, unit: str, fmt: str = ""):
 @pytest.mark.any_mode
 def test_unused_and_profiles_per_unit(start_exporter, service_cgroup, hold_net_raw_in):
     comm = unique_comm("svc")
-    exporter = start_exporter({"unused": {"by": "unit", "refresh_seconds": 0}})
+    service = os.path.basename(service_cgroup)
+    exporter = start_exporter({"unused": {"by": "unit", "refresh_seconds": 0, "comms": [re.escape(service)]}})
     run_workload(f"{comm}=setuid:21", cgroup=service_cgroup)
     holder = hold_net_raw_in(service_cgroup)
-    wait_for(lambda: exporter.series("capability_unused", unit=SERVICE), f"capability_unused of {SERVICE}")
-    assert exporter.series("capability_unused", unit=SERVICE) == {
-        frozenset({"unit": SERVICE, "capability": "CAP_NET_RAW"}.items()): 1.0
+    wait_for(lambda: exporter.series("capability_unused", unit=service), f"capability_unused of {service}")
+    assert exporter.series("capability_unused", unit=service) == {
+        frozenset({"unit": service, "capability": "CAP_NET_RAW"}.items()): 1.0
     }
-    doc = json.loads(unit_profile(exporter, SERVICE))
-    assert doc["unit"] == SERVICE and doc["held"] == ["CAP_NET_RAW"]
+    doc = json.loads(unit_profile(exporter, service))
+    assert doc["unit"] == service and doc["held"] == ["CAP_NET_RAW"]
     ours = [check for check in doc["checks"] if check["comm"] == comm]
     assert [(c["capability"], c["granted"], c["denied"]) for c in ours] == [("CAP_SETUID", 21, 0)]
     assert "CAP_SETUID" in doc["recommendation"]["needed"]
     assert doc["recommendation"]["unused"] == ["CAP_NET_RAW"]
-    systemd = unit_profile(exporter, SERVICE, "systemd")
-    assert f"# capability-exporter /profiles: unit {SERVICE}\n" in systemd
+    systemd = unit_profile(exporter, service, "systemd")
+    assert f"# capability-exporter /profiles: unit {service}\n" in systemd
     assert "CAP_SETUID" in next(line for line in systemd.splitlines() if line.startswith("CapabilityBoundingSet="))
     holder.kill()
     holder.wait()
-    assert exporter.series("capability_unused", unit=SERVICE) == {}
+    assert exporter.series("capability_unused", unit=service) == {}

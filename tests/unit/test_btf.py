@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from exporter.btf import VMLINUX, Btf, BtfError, Member, offsets
+from exporter.ebpf.btf import VMLINUX, Btf, BtfError, Member, offsets
 
 BPFTOOL = "/usr/sbin/bpftool"
 

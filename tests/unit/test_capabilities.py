@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter import capabilities
+from exporter.core import capabilities
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from exporter import changes
-from exporter.changes import Change, expand
+from exporter.core import changes
+from exporter.core.changes import Change, expand
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,8 @@ def test_expand(syscall, set_index, before, after, expected):
 
 
 def test_commit_creds_hook_numbers_are_the_tracked_syscalls_in_label_order():
-    from exporter import probes, syscalls
+    from exporter.ebpf import probes
+    from exporter.core import syscalls
 
     for machine, numbers in probes.CHANGE_SYSCALL_NUMBERS.items():
         assert [name.lower() for name in numbers] == list(changes.SYSCALLS), machine
@@ -35,7 +36,7 @@ def test_commit_creds_hook_numbers_are_the_tracked_syscalls_in_label_order():
 
 
 def test_a_configured_mode_is_the_commit_creds_hook_tried_before_the_tracepoints():
-    from exporter import probes
+    from exporter.ebpf import probes
 
     assert probes.change_hooks("fexit") == ("fexit", "tracepoint")
     assert probes.change_hooks("kprobe") == ("kprobe", "tracepoint")

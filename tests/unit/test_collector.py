@@ -5,11 +5,11 @@ from array import array
 
 from prometheus_client import CollectorRegistry
 
-from exporter.cgroups import CgroupNames
-from exporter.collector import CapabilityCollector, ProbeInfo
 from exporter.config import LabelsConfig, comm_filter, FiltersConfig
-from exporter.layouts import CheckKey, CheckValue, DropKey, DropValue
-from exporter.maps import BpfMap, Chunk
+from exporter.core.cgroups import CgroupNames
+from exporter.ebpf.layouts import CheckKey, CheckValue, DropKey, DropValue
+from exporter.ebpf.maps import BpfMap, Chunk
+from exporter.serve.collector import CapabilityCollector, ProbeInfo
 
 
 class FakeMap:
@@ -134,7 +134,7 @@ def test_probe_info_says_what_each_mode_can_see():
 
 
 def test_changes_are_expanded_per_capability_and_summed_over_transitions():
-    from exporter.layouts import ChangeKey, ChangeValue
+    from exporter.ebpf.layouts import ChangeKey, ChangeValue
 
     changes = FakeMap([
         (ChangeKey(b"sshd", 1, 3, 0b11, 0b01), [ChangeValue(2), ChangeValue(1)]),  # bounding loses CAP_DAC_OVERRIDE
@@ -181,9 +181,9 @@ def test_unit_label_from_the_resolved_cgroup_path():
 
 
 def test_unused_by_unit_combines_processes_bounded_and_counted():
-    from exporter.collector import UnusedSettings
+    from exporter.serve.collector import UnusedSettings
     from exporter.config import Config, UnusedConfig
-    from exporter.proc_status import ProcessCaps
+    from exporter.core.proc_status import ProcessCaps
 
     def process(comm, cgroup, permitted):
         return ProcessCaps(1, comm, permitted, 0, 0, 0, cgroup)

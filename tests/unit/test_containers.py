@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter.containers import Workload, from_cgroup
+from exporter.core.containers import Workload, from_cgroup
 
 CID = "4f1d3c5e8a9b0c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
 POD = "0e3f5a1c-7b2d-4e6f-8a9b-1c2d3e4f5a6b"

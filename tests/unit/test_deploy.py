@@ -376,5 +376,5 @@ def test_the_dockerfile_install_gives_a_working_exporter(tmp_path):
     # From tmp_path, so that the checkout's exporter/ cannot be imported instead of the installed one.
     helped = run(str(venv / "bin" / "capability-exporter"), "--help", cwd=tmp_path)
     assert "--config.file" in helped.stdout
-    where = run(str(venv / "bin" / "python"), "-c", "import bcc, exporter.probes as p; print(p.bpf_dir())", cwd=tmp_path)
+    where = run(str(venv / "bin" / "python"), "-c", "import bcc, exporter.ebpf.probes as p; print(p.bpf_dir())", cwd=tmp_path)
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout

@@ -8,8 +8,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import exposition, server
-from exporter.exposition import RenderedFamily, label_text, labels_of
+from exporter.serve import exposition, server
+from exporter.serve.exposition import RenderedFamily, label_text, labels_of
 
 ODD = ['plain', 'quo"te', 'back\\slash', 'new\nline', 'bad\\xff\\xfe', 'ünï', '']
 ACCEPTS = [

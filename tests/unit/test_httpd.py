@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from exporter import httpd
+from exporter.serve import httpd
 
 
 @pytest.fixture

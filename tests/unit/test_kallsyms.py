@@ -1,6 +1,6 @@
 """Function address ranges from a kallsyms file."""
 
-from exporter import kallsyms
+from exporter.ebpf import kallsyms
 
 KALLSYMS = """ffffffff81000000 T _stext
 ffffffff8136f900 T has_capability_noaudit

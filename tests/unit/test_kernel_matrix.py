@@ -13,44 +13,65 @@ import kernel_matrix
 from kernel_matrix import Cell, Quiet, _dump_when_silent, _finished, _watch, tails, verdicts
 
 
-def test_a_guest_stopped_midway_keeps_the_modes_it_finished(tmp_path):
-    (tmp_path / "6.1.json").write_text(json.dumps([{"kernel": "6.1", "mode": "fexit", "result": "pass",
-                                                    "detail": "54 passed", "seconds": 400.0, "log": "6.1-fexit.log"}]))
+def test_a_guest_that_reported_its_mode_gives_that_cell(tmp_path):
+    (tmp_path / "6.1-fexit.json").write_text(json.dumps([{"kernel": "6.1", "mode": "fexit", "result": "pass",
+                                                          "detail": "54 passed", "seconds": 400.0,
+                                                          "log": "6.1-fexit.log"}]))
+    cells = _finished("6.1", "fexit", tmp_path, "the guest did not finish in 10 s")
+    assert [(c.mode, c.result, c.log) for c in cells] == [("fexit", "pass", "6.1-fexit.log")]
+
+
+def test_a_guest_stopped_midway_fails_with_its_pytest_log(tmp_path):
     (tmp_path / "6.1-kprobe.log").write_text("tests/kernel/test_checks.py::test_setuid ")
-    cells = _finished("6.1", tmp_path, "the guest did not finish in 10 s")
-    assert [(c.mode, c.result, c.log) for c in cells] == [
-        ("fexit", "pass", "6.1-fexit.log"), ("kprobe", "fail", "6.1-kprobe.log"), ("tracepoint", "fail", "6.1-boot.log")]
-    assert cells[1].detail == "the guest did not finish in 10 s"
+    cells = _finished("6.1", "kprobe", tmp_path, "the guest did not finish in 10 s")
+    assert [(c.mode, c.result, c.log, c.detail) for c in cells] == [
+        ("kprobe", "fail", "6.1-kprobe.log", "the guest did not finish in 10 s")]
 
 
-def test_a_guest_with_no_report_fails_every_mode(tmp_path):
-    cells = _finished("6.1", tmp_path, "the guest wrote no report")
-    assert {(c.result, c.log) for c in cells} == {("fail", "6.1-boot.log")} and len(cells) == 3
+def test_a_guest_with_no_report_fails_with_its_console(tmp_path):
+    cells = _finished("6.1", "tracepoint", tmp_path, "the guest wrote no report")
+    assert [(c.mode, c.result, c.log) for c in cells] == [("tracepoint", "fail", "6.1-tracepoint-boot.log")]
+
+
+def test_guests_run_side_by_side_and_their_cells_come_in_kernel_then_mode_order(tmp_path, monkeypatch):
+    started, both = [], threading.Barrier(2, timeout=10)
+
+    def boot(kernel, mode, vng, out):
+        started.append((kernel, mode))
+        if len(started) <= 2:
+            both.wait()  # the first two guests must be running at once
+        return [Cell(kernel, mode, "pass", "")]
+
+    monkeypatch.setattr(kernel_matrix, "boot", boot)
+    cells = kernel_matrix.boot_all(["5.10", "6.1"], "vng", tmp_path, jobs=2)
+    assert started[:2] == [("5.10", "fexit"), ("6.1", "fexit")]  # the whole-suite modes first
+    assert [(c.kernel, c.mode) for c in cells] == [(k, m) for k in ("5.10", "6.1") for m in kernel_matrix.MODES]
 
 
 def test_tails_show_the_end_of_each_failing_log_and_the_guests_console(tmp_path):
     (tmp_path / "6.1-kprobe.log").write_text("\n".join(f"line {i}" for i in range(100)))
-    (tmp_path / "6.1-boot.log").write_text("[ 12.0] virtme-ng-init: starting script\n[ 300.1] INFO: rcu_sched self-detected stall")
+    (tmp_path / "6.1-tracepoint-boot.log").write_text(
+        "[ 12.0] virtme-ng-init: starting script\n[ 300.1] INFO: rcu_sched self-detected stall")
     cells = [
         Cell("6.1", "fexit", "pass", "54 passed", log="6.1-fexit.log"),
         Cell("6.1", "kprobe", "fail", "the guest hangs", log="6.1-kprobe.log"),
-        Cell("6.1", "tracepoint", "fail", "the guest hangs", log="6.1-boot.log"),
+        Cell("6.1", "tracepoint", "fail", "the guest hangs", log="6.1-tracepoint-boot.log"),
     ]
     shown = tails(cells, tmp_path)
     assert shown[0] == "--- 6.1 / kprobe: last 40 lines of 6.1-kprobe.log"
     assert shown[1:41] == [f"line {i}" for i in range(60, 100)]
-    assert shown[41:] == ["--- 6.1 / tracepoint: last 2 lines of 6.1-boot.log", "[ 12.0] virtme-ng-init: starting script",
-                          "[ 300.1] INFO: rcu_sched self-detected stall"]
+    assert shown[41:] == ["--- 6.1 / tracepoint: last 2 lines of 6.1-tracepoint-boot.log",
+                          "[ 12.0] virtme-ng-init: starting script", "[ 300.1] INFO: rcu_sched self-detected stall"]
 
 
 def test_a_failing_guests_console_and_kernel_dump_are_shown_once(tmp_path):
-    (tmp_path / "6.1-boot.log").write_text("[ 400.0] sysrq: Show Blocked State")
-    (tmp_path / "6.1-dmesg.log").write_text("=== 12:05:00 no log has grown for 300 s\n--- 812/812 (python3) D")
-    cells = [Cell("6.1", "fexit", "fail", "1 failed", log="6.1-fexit.log"),
-             Cell("6.1", "kprobe", "fail", "1 failed", log="6.1-kprobe.log")]
+    (tmp_path / "6.1-fexit-boot.log").write_text("[ 400.0] sysrq: Show Blocked State")
+    (tmp_path / "6.1-fexit-dmesg.log").write_text("=== 12:05:00 no log has grown for 300 s\n--- 812/812 (python3) D")
+    cells = [Cell("6.1", "fexit", "fail", "1 failed", log="6.1-fexit-boot.log")]
     assert tails(cells, tmp_path) == [
-        "--- 6.1: last 1 lines of 6.1-boot.log", "[ 400.0] sysrq: Show Blocked State",
-        "--- 6.1: last 2 lines of 6.1-dmesg.log", "=== 12:05:00 no log has grown for 300 s", "--- 812/812 (python3) D"]
+        "--- 6.1 / fexit: last 1 lines of 6.1-fexit-boot.log", "[ 400.0] sysrq: Show Blocked State",
+        "--- 6.1 / fexit: last 2 lines of 6.1-fexit-dmesg.log", "=== 12:05:00 no log has grown for 300 s",
+        "--- 812/812 (python3) D"]
 
 
 def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
@@ -59,7 +80,7 @@ def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
     (tmp_path / "6.1-fexit.log").write_text("....")
     # vng's child, like QEMU, must go too.
     guest = subprocess.Popen(["sh", "-c", "sleep 60 & echo $! > child; wait"], cwd=tmp_path, start_new_session=True)
-    assert _watch(guest, tmp_path) == "the guest was stopped after 0.5 s without output: it hangs"
+    assert _watch(guest, tmp_path, "6.1-fexit") == "the guest was stopped after 0.5 s without output: it hangs"
     assert guest.returncode is not None
     child = int((tmp_path / "child").read_text())
     with pytest.raises(ProcessLookupError):
@@ -71,17 +92,18 @@ def test_a_guest_whose_logs_stop_growing_is_stopped(tmp_path, monkeypatch):
 def test_the_console_and_the_guests_own_output_both_reach_the_boot_log(tmp_path):
     # Like QEMU and virtme: one writes to its stdout, the other opens that stdout anew.
     script = "echo console line 1; echo script line > /proc/self/fd/1; echo console line 2"
-    assert kernel_matrix._run_guest(["sh", "-c", script], dict(os.environ), tmp_path, tmp_path / "boot.log") is None
-    assert (tmp_path / "boot.log").read_text() == "console line 1\nscript line\nconsole line 2\n"
+    assert kernel_matrix._run_guest(["sh", "-c", script], dict(os.environ), tmp_path, "6.1-fexit") is None
+    assert (tmp_path / "6.1-fexit-boot.log").read_text() == "console line 1\nscript line\nconsole line 2\n"
 
 
 def test_a_guest_that_keeps_writing_its_log_is_not_stopped_while_its_console_and_dump_do_not_count(tmp_path):
-    log, console = tmp_path / "6.1-fexit.log", tmp_path / "6.1-boot.log"
+    log, console = tmp_path / "6.1-fexit.log", tmp_path / "6.1-fexit-boot.log"
     log.write_text("")
-    quiet = Quiet(tmp_path)
+    quiet = Quiet(tmp_path, "6.1-fexit")
     time.sleep(0.2)
     console.write_text("[ 30.0] INFO: task python3 blocked for more than 120 seconds")
-    (tmp_path / "6.1-dmesg.log").write_text("=== dump")
+    (tmp_path / "6.1-fexit-dmesg.log").write_text("=== dump")
+    (tmp_path / "6.1-kprobe.log").write_text("another guest's progress")
     assert quiet.seconds() >= 0.2
     log.write_text("tests/kernel/test_checks.py::test_setuid PASSED")
     assert quiet.seconds() < 0.1
@@ -91,14 +113,14 @@ def test_quiet_compares_sizes_not_the_guests_clock_with_the_hosts_mtimes(tmp_pat
     log = tmp_path / "6.1-fexit.log"
     log.write_text("....")
     os.utime(log, (time.time() + 3600, time.time() + 3600))  # a file stamped by a clock an hour ahead
-    quiet = Quiet(tmp_path)
+    quiet = Quiet(tmp_path, "6.1-fexit")
     time.sleep(0.2)
     assert 0.2 <= quiet.seconds() < 1
 
 
 def test_a_guest_that_ends_is_not_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(kernel_matrix, "WATCH_INTERVAL", 0.1)
-    assert _watch(subprocess.Popen(["true"]), tmp_path) is None
+    assert _watch(subprocess.Popen(["true"]), tmp_path, "6.1-fexit") is None
 
 
 def test_only_an_expected_mode_that_does_not_pass_is_a_verdict():
@@ -118,11 +140,11 @@ def test_a_guest_saves_its_kernel_state_once_per_silence(tmp_path, monkeypatch):
     monkeypatch.setattr(kernel_matrix, "_dump_kernel_state", lambda dump, why: dumps.append((dump.name, why)))
     log = tmp_path / "6.1-kprobe.log"
     log.write_text("....")
-    with _dump_when_silent(tmp_path, tmp_path / "6.1-dmesg.log"):
+    with _dump_when_silent(tmp_path, "6.1", "kprobe"):
         time.sleep(0.2)
         assert dumps == []
         time.sleep(0.6)
-        assert dumps == [("6.1-dmesg.log", f"no log in {tmp_path} has grown for 0.3 s")]
+        assert dumps == [("6.1-kprobe-dmesg.log", "no log of 6.1-kprobe has grown for 0.3 s")]
         log.write_text("........")
         time.sleep(0.6)
     assert len(dumps) == 2
@@ -155,5 +177,5 @@ def test_a_stalled_guest_is_stopped_even_if_its_report_fails(tmp_path, monkeypat
         raise RuntimeError("the report broke")
 
     with pytest.raises(RuntimeError):
-        _watch(guest, tmp_path, broken_report)
+        _watch(guest, tmp_path, "6.1-fexit", broken_report)
     assert guest.returncode is not None

@@ -13,7 +13,7 @@ THREADS = 4
 # "Arena N:" block per arena on stderr.
 SCRIPT = f"""
 import ctypes, sys, threading
-from exporter import malloc
+from exporter.serve import malloc
 if sys.argv[1] == "one":
     malloc.one_arena()
 together = threading.Barrier({THREADS})

@@ -4,8 +4,8 @@ from array import array
 
 import pytest
 
-from exporter import maps
-from exporter.maps import Chunk
+from exporter.ebpf import maps
+from exporter.ebpf.maps import Chunk
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3, maps.COLUMNS_UP_TO, maps.COLUMNS_UP_TO + 1, 64])

@@ -1,6 +1,6 @@
 """/proc parsing for capability_unused: status files, kernel threads, and the refresh cache."""
 
-from exporter import held, proc_status
+from exporter.core import held, proc_status
 
 STATUS = """Name:\t{name}
 Umask:\t0022

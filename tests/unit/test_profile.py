@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from exporter import capabilities, profile
-from exporter.profile import ChangeCount, CheckCount, Profile
-from exporter.verify import Trial, Verification
+from exporter.core import capabilities, profile
+from exporter.core.profile import ChangeCount, CheckCount, Profile
+from exporter.core.verification import Trial, Verification
 
 
 def a_profile(noaudit="included", held=("CAP_CHOWN", "CAP_NET_RAW", "CAP_SYS_ADMIN")):

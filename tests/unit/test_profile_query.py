@@ -5,8 +5,9 @@ import json
 import pytest
 import yaml
 
-from exporter import profile, profile_query
-from exporter.profile import CheckCount, Profile
+from exporter.core import profile
+from exporter.core.profile import CheckCount, Profile
+from exporter.serve import profile_query
 
 
 def documents():

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import __version__, cli, run, trace
+from exporter import __version__, cli, trace
+from exporter.recommend import run
 from support import ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

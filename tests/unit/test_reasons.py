@@ -2,8 +2,9 @@
 
 import pytest
 
-from exporter import reasons, run, syscalls
-from exporter.layouts import NO_SYSCALL
+from exporter.core import reasons, syscalls
+from exporter.ebpf.layouts import NO_SYSCALL
+from exporter.recommend import run
 
 
 @pytest.mark.parametrize("frames, asked_by", [

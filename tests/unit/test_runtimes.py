@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from exporter import runtimes
-from exporter.runtimes import ContainerNames, Names
+from exporter.core import runtimes
+from exporter.core.runtimes import ContainerNames, Names
 
 ID = "0123456789abcdef" * 4
 
@@ -131,7 +131,7 @@ def bad_states():
 def test_bad_state_gives_empty_names_and_is_logged_once(tmp_path, caplog, make, said):
     make(tmp_path)
     names = ContainerNames(str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="exporter.runtimes"):
+    with caplog.at_level(logging.WARNING, logger="exporter.core.runtimes"):
         assert names.names(ID) == Names()
         assert names.names(ID) == Names()
     assert len(caplog.records) == 1 and said in caplog.records[0].getMessage()

@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.server import MAX_SHARED_FORMATS, Fresh, ListenError, _metrics, app, check_address, hardened, parse_address
+from exporter.serve.server import MAX_SHARED_FORMATS, Fresh, ListenError, _metrics, app, check_address, hardened, parse_address
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter.layouts import ChangeEvent, CheckEvent
+from exporter.ebpf.layouts import ChangeEvent, CheckEvent
 from exporter.trace import change_record, check_record, format_change, format_check, syscall_args
 
 

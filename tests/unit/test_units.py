@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter import units
+from exporter.core import units
 
 
 @pytest.mark.parametrize("path, unit", [

@@ -7,7 +7,7 @@ import re
 import bcrypt
 import pytest
 
-from exporter import httpd, webconfig
+from exporter.serve import httpd, webconfig
 from support import ROOT
 
 PASSWORD = b"s3cret-scrape"

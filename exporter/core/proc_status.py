@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from .layouts import decode_comm
+from exporter.ebpf.layouts import decode_comm
 
 PROC = "/proc"
 KTHREADD_PID = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, NamedTuple
 
-from . import capabilities
+from exporter.core import capabilities
 
 # enum change_syscall, enum cap_set and securebits in bpf/capability.h and linux/securebits.h.
 SYSCALLS = (

@@ -9,8 +9,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional, Sequence
 
-from . import bpf_syscall, kernel
-from .layouts import MAP_LAYOUTS
+from exporter.ebpf import bpf_syscall, kernel
+from exporter.ebpf.layouts import MAP_LAYOUTS
 
 PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH
 

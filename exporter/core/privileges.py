@@ -7,7 +7,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from . import capabilities, kernel
+from exporter.core import capabilities
+from exporter.ebpf import kernel
 
 log = logging.getLogger(__name__)
 

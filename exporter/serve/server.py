@@ -13,7 +13,8 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from . import __version__, exposition, profile_query
+from exporter import __version__
+from exporter.serve import exposition, profile_query
 
 log = logging.getLogger(__name__)
 

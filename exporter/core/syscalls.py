@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from .layouts import NO_SYSCALL
+from exporter.ebpf.layouts import NO_SYSCALL
 
 # x86_64's syscall numbers are user ABI: asm/unistd_64.h of Linux 6.1, then by hand
 # from 451 (cachestat) to 467 (open_tree_attr). Index = number; "-" is a gap.

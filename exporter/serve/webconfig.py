@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from . import config
+from exporter import config
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import probes
-from .config import Config
-from .probes import LoadError
+from exporter.config import Config
+from exporter.ebpf import probes
+from exporter.ebpf.probes import LoadError
 
 log = logging.getLogger(__name__)
 

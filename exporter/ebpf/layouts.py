@@ -70,7 +70,7 @@ MAP_LAYOUTS = {
 
 class CredState(ctypes.Structure):
     _fields_ = [
-        ("sets", ctypes.c_uint64 * 5),  # indexed like exporter.changes.SETS
+        ("sets", ctypes.c_uint64 * 5),  # indexed like exporter.core.changes.SETS
         ("securebits", ctypes.c_uint32),
         ("uid", ctypes.c_uint32),
         ("euid", ctypes.c_uint32),

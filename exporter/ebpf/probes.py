@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from . import bpf_syscall, btf, changes, kallsyms, kernel, reasons
-from .config import Config
+from exporter.config import Config
+from exporter.core import changes, reasons
+from exporter.ebpf import bpf_syscall, btf, kallsyms, kernel
 
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
 # The maps the serving process reads; the others live on through the programs' own references.
@@ -94,7 +95,7 @@ class LoadError(Exception):
 def bpf_dir() -> Path:
     """bpf/ of a source checkout, or the copy packaged inside exporter/ by a wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "bpf", here.parent / "bpf"):
+    for candidate in (here.parent / "bpf", here.parent.parent / "bpf"):
         if (candidate / "capability.h").is_file():
             return candidate
     raise FileNotFoundError(f"no bpf/ directory beside {here}")

@@ -13,14 +13,16 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, capabilities, changes, containers, proc_status, profile, progstats, runtimes, units, workloads
-from .cgroups import UNKNOWN, CgroupNames
-from .config import Config, FiltersConfig, LabelsConfig, comm_filter
-from .exposition import RenderedFamily, label_text
-from .held import HeldCapabilities
-from .layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
-from .maps import BpfMap
-from .runtimes import ContainerNames
+from exporter import __version__
+from exporter.config import Config, FiltersConfig, LabelsConfig, comm_filter
+from exporter.core import capabilities, changes, containers, proc_status, profile, runtimes, units, workloads
+from exporter.core.cgroups import UNKNOWN, CgroupNames
+from exporter.core.held import HeldCapabilities
+from exporter.core.runtimes import ContainerNames
+from exporter.ebpf import progstats
+from exporter.ebpf.layouts import CAP_OPT_INSETID, CAP_OPT_NOAUDIT, CHANGE_DROP_SLOTS, DROP_SLOTS, ChangeKey, CheckKey, decode_comm
+from exporter.ebpf.maps import BpfMap
+from exporter.serve.exposition import RenderedFamily, label_text
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
-from . import capabilities, changes, reasons, syscalls
-from .config import WORKLOAD_KEYS
-from .layouts import CAP_OPT_NOAUDIT, decode_comm
-from .maps import BpfMap, total
-from .verify import Verification
+from exporter.config import WORKLOAD_KEYS
+from exporter.core import capabilities, changes, reasons, syscalls
+from exporter.core.verification import Verification
+from exporter.ebpf.layouts import CAP_OPT_NOAUDIT, decode_comm
+from exporter.ebpf.maps import BpfMap, total
 
 FORMATS = ("text", "json", "systemd", "kubernetes", "docker")
 # 2: checks name the kernel function that asked and the syscall; recommendations say what is

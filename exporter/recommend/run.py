@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import capabilities, kernel, privileges, probes, proc_status, profile, verify
-from .config import ChangesConfig, Config, LabelsConfig, MODES, ProbeConfig
-from .maps import BpfMap, open_maps
-from .usage import Parser, fail
+from exporter.config import ChangesConfig, Config, LabelsConfig, MODES, ProbeConfig
+from exporter.core import capabilities, privileges, proc_status, profile
+from exporter.ebpf import kernel, probes
+from exporter.ebpf.maps import BpfMap, open_maps
+from exporter.recommend import verify
+from exporter.usage import Parser, fail
 
 # run's own failures, apart from the command's exit codes, as timeout(1) and env(1) do.
 EXIT_TIMED_OUT = verify.EXIT_TIMED_OUT

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Iterable, Optional
 
-from . import proc_status
+from exporter.core import proc_status
 
 log = logging.getLogger(__name__)
 

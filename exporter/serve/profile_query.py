@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Callable, NamedTuple, Optional
 
-from . import profile
-from .config import WORKLOAD_KEYS
+from exporter.config import WORKLOAD_KEYS
+from exporter.core import profile
 
 PARAMETERS = (*WORKLOAD_KEYS, "format")
 # 2: the listing names what it is keyed by and how many workloads it left out.

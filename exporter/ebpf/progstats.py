@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from . import bpf_syscall
+from exporter.ebpf import bpf_syscall
 
 log = logging.getLogger(__name__)
 

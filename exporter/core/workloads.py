@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import containers, units
-from .proc_status import ProcessCaps
-from .runtimes import ContainerNames
+from exporter.core import containers, units
+from exporter.core.proc_status import ProcessCaps
+from exporter.core.runtimes import ContainerNames
 
 
 def extra_labels(by: str) -> list[str]:
