@@ -20,7 +20,7 @@ from exporter.core.cgroups import CgroupNames
 from exporter.ebpf import kernel, loader, progstats
 from exporter.ebpf.maps import BpfMap, LayoutError, open_maps
 from exporter.ebpf.probes import LoadError
-from exporter.serve import httpd, server, webconfig
+from exporter.serve import httpd, malloc, server, webconfig
 from exporter.serve.collector import CapabilityCollector, ProbeInfo, UnusedSettings
 from exporter.usage import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, fail
 
@@ -186,6 +186,7 @@ def _limits(args: argparse.Namespace) -> httpd.Limits:
 
 
 def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
+    malloc.one_arena()  # first: the threads started below must not get arenas of their own
     registry = CollectorRegistry(auto_describe=False)
     mode = {"name": "starting"}
     collector: list[CapabilityCollector] = []  # filled once attached; /profiles is empty before

@@ -82,17 +82,20 @@ class _Series(NamedTuple):
     """What a checks map key stands for, worked out once and kept across scrapes.
 
     A tuple of strings and ints, which the garbage collector stops tracking: a cache of 50k of
-    these adds nothing to the collections that each scrape's allocations set off."""
+    these adds nothing to the collections that each scrape's allocations set off. It is kept
+    for every map key, so it holds only what a scrape needs (about 300 bytes a key with the
+    key's bytes and the label text): the label values are read back from the text where asked."""
 
     text: str  # the label text of its series, as /metrics writes it
-    values: tuple[str, ...]  # the label values, in label_names order
-    workload: str  # its name under unused.by
+    workload: str  # its name under unused.by ("" without capability_unused, which alone needs it)
     grant: int  # 1 << cap if a granted check under this key was audited (counts as a use), else 0
     container: str = ""  # the container id, if the key is a container's and its series say so
-    cgroup_id: int = 0
+    cgroup_id: int = 0  # its cgroup, if it has a container
 
 
-_FILTERED = _Series("", (), "", 0)  # a key whose comm the filters leave out
+_FILTERED = _Series("", "", 0)  # a key whose comm the filters leave out
+# 1 << cap for each capability, made once: an int above 256 is an object of its own per key.
+_GRANTS = tuple(1 << cap for cap in range(64))
 # The labels worked out from a key's cgroup, in label order.
 CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "pod_name", "namespace")
 # Label texts kept per map key, as a multiple of the map's capacity; past it the cache starts anew.
@@ -193,11 +196,12 @@ class CapabilityCollector(Collector):
         cache = self._series_cache
         if len(cache) > _CACHE_FACTOR * checks_map.capacity:
             cache.clear()
-        # Per label text: the series, and its checks and denials (ints, so that a scrape allocates
-        # no containers per entry for the garbage collector to walk).
-        series: dict[str, _Series] = {}
-        checks_by: dict[str, int] = {}
-        denials_by: dict[str, int] = {}
+        # Per series, in parallel lists: its label text, checks and denials (ints, so that a scrape
+        # allocates no containers per entry for the garbage collector to walk); at[text] is its index.
+        at: dict[str, int] = {}
+        texts: list[str] = []
+        checks_by: list[int] = []
+        denials_by: list[int] = []
         entries = 0
         granted = scrape.granted
         alive: set[int] = set()
@@ -217,24 +221,23 @@ class CapabilityCollector(Collector):
                     gone.append((raw, known.cgroup_id))
                     continue
                 text, n_checks, n_denials = known.text, all_checks[i], all_denials[i]
-                if text in series:
-                    checks_by[text] += n_checks
-                    denials_by[text] += n_denials
+                index = at.get(text)
+                if index is None:
+                    at[text] = len(texts)
+                    texts.append(text)
+                    checks_by.append(n_checks)
+                    denials_by.append(n_denials)
                 else:
-                    series[text] = known
-                    checks_by[text] = n_checks
-                    denials_by[text] = n_denials
+                    checks_by[index] += n_checks
+                    denials_by[index] += n_denials
                 if known.grant and n_checks > n_denials:
                     granted[known.workload] = granted.get(known.workload, 0) | known.grant
         scrape.entries["checks"] = entries
         self._delete_gone(checks_map, gone)
         checks = RenderedFamily("capability_checks", "Capability checks (cap_capable calls), granted and denied.",
-                                "counter", self.label_names, "_total")
+                                "counter", self.label_names, "_total", texts, checks_by)
         denials = RenderedFamily("capability_denials", "Capability checks that were denied.", "counter",
-                                 self.label_names, "_total")
-        for text, known in series.items():
-            checks.add(text, known.values, checks_by[text])
-            denials.add(text, known.values, denials_by[text])
+                                 self.label_names, "_total", texts, denials_by)
         return [checks, denials]
 
     def _series_of(self, raw: bytes) -> _Series:
@@ -244,13 +247,13 @@ class CapabilityCollector(Collector):
         if not self.keep_comm(comm):
             known = _FILTERED
         else:
-            values = self._label_values(key, comm)
             # Only with labels.opts can a key say that it was not audited.
-            grant = 0 if key.opts & CAP_OPT_NOAUDIT else 1 << key.cap
+            grant = 0 if key.opts & CAP_OPT_NOAUDIT else _GRANTS[key.cap] if key.cap < len(_GRANTS) else 1 << key.cap
             container = containers.from_cgroup(self.cgroup_names.name(key.cgroup_id)).container \
                 if self._forget_gone else ""
-            known = _Series(label_text(self.label_names, values), values, self._workload_of(key, comm), grant,
-                            container, key.cgroup_id)
+            known = _Series(label_text(self.label_names, self._label_values(key, comm)),
+                            self._workload_of(key, comm) if self.unused is not None else "", grant,
+                            container, key.cgroup_id if container else 0)
         if not (self._needs_cgroup and self.cgroup_names.name(key.cgroup_id) == UNKNOWN):
             self._series_cache[raw] = known
         return known
@@ -402,10 +405,10 @@ class CapabilityCollector(Collector):
             for bit in range(mask.bit_length()):
                 if mask >> bit & 1:
                     text = texts.get((name, bit))
-                    values = (name, *extra[name], capabilities.name(bit))
                     if text is None:
+                        values = (name, *extra[name], capabilities.name(bit))
                         text = texts[(name, bit)] = label_text(family.label_names, values)
-                    family.add(text, values, 1)
+                    family.add(text, 1)
         left_out = CounterMetricFamily(
             PREFIX + "unused_comms_dropped",
             "Workloads (comms, or what unused.by names) with unused capabilities left out of capability_unused "

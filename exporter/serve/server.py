@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import socket
 import threading
-from typing import Callable, Iterable, Optional
+import zlib
+from typing import Callable, Generic, Iterable, Optional, TypeVar
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
@@ -31,6 +31,7 @@ LANDING = """<!DOCTYPE html>
 </html>
 """
 MAX_SHARED_FORMATS = 8
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's way of asking for a gzip header and trailer
 
 # (documents, comms that have one) for one comm (a name) or for the first ones (None)
 Profiles = profile_query.Profiles
@@ -64,42 +65,58 @@ def check_address(address: str) -> tuple[str, int]:
     return host, port
 
 
-class Fresh:
+Output = TypeVar("Output")
+
+
+class Fresh(Generic[Output]):
     """Concurrent requests share one run of produce(), each one a run that began after it arrived.
 
     A hundred scrapers at once then cost about one collection per collection time, and none
-    gets counts older than its request.
+    gets counts older than its request. The result is kept only while a request that may take it
+    is inside get(): a later one runs afresh anyway, and 10k series are a megabyte or two.
     """
 
-    def __init__(self, produce: Callable[[], bytes]):
+    def __init__(self, produce: Callable[[], Output]):
         self.produce = produce
         self.ready = threading.Condition()
         self.started = 0
         self.finished = 0
         self.running = False
-        self.result: bytes | BaseException = b""
+        self.inside = 0  # requests in get()
+        self.result: Output | BaseException | None = None
 
-    def get(self) -> bytes:
+    def get(self) -> Output:
         with self.ready:
-            wanted = self.started + 1
-            while self.finished < wanted:
-                if self.running:
-                    self.ready.wait()
-                    continue
-                self.started += 1
-                self.running = True
-                self.ready.release()
-                try:
-                    result: bytes | BaseException = self.produce()
-                except Exception as err:  # every waiter of this run gets it
-                    result = err
-                finally:
-                    self.ready.acquire()
-                self.result, self.finished, self.running = result, self.started, False
-                self.ready.notify_all()
-            if isinstance(self.result, BaseException):
-                raise self.result
-            return self.result
+            self.inside += 1
+            try:
+                result = self._wait_for_run()
+            finally:
+                self.inside -= 1
+                if not self.inside:
+                    self.result = None
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+    def _wait_for_run(self) -> Output | BaseException:
+        """The result of a run that began after the caller came (with self.ready held)."""
+        wanted = self.started + 1
+        while self.finished < wanted:
+            if self.running:
+                self.ready.wait()
+                continue
+            self.started += 1
+            self.running = True
+            self.ready.release()
+            try:
+                result: Output | BaseException = self.produce()
+            except Exception as err:  # every waiter of this run gets it
+                result = err
+            finally:
+                self.ready.acquire()
+            self.result, self.finished, self.running = result, self.started, False
+            self.ready.notify_all()
+        return self.result  # type: ignore[return-value]  # set by the run waited for
 
 
 def app(registry: CollectorRegistry, telemetry_path: str, mode: Callable[[], str],
@@ -133,7 +150,7 @@ def _metrics(registry: CollectorRegistry) -> Callable:
         params = parse_qs(environ.get("QUERY_STRING", ""))
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
 
-        def render(source) -> bytes:
+        def render(source) -> tuple[bytes, ...]:
             # prometheus_client's format, with the big families' lines written directly.
             return exposition.encode(list(source.collect()), encoder, content_type)
 
@@ -150,13 +167,20 @@ def _metrics(registry: CollectorRegistry) -> Callable:
             output = fresh.get()
         headers = [("Content-Type", content_type)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
-            output = gzip.compress(output, compresslevel=6)
+            output = (gzipped(output),)
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
-        return [output]
+        return list(output)
 
     serve.shared = shared  # type: ignore[attr-defined]  # for tests
     return serve
+
+
+def gzipped(chunks: Iterable[bytes]) -> bytes:
+    """The chunks as one gzip stream, compressed one at a time (so never joined uncompressed), at
+    level 6, prometheus_client's own."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, GZIP_WBITS)
+    return b"".join([*map(compressor.compress, chunks), compressor.flush()])
 
 
 def hardened(application: Callable) -> Callable:
@@ -167,13 +191,13 @@ def hardened(application: Callable) -> Callable:
         if head:
             environ = {**environ, "REQUEST_METHOD": "GET"}
         response: list = []
-        body = b"".join(application(environ, lambda status, headers, exc_info=None: response.extend((status,
-                                                                                                       headers))))
+        chunks = list(application(environ, lambda status, headers, exc_info=None: response.extend((status,
+                                                                                                     headers))))
         status, headers = response
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-content-type-options")]
-        headers += [("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")]
+        headers += [("Content-Length", str(sum(map(len, chunks)))), ("X-Content-Type-Options", "nosniff")]
         start_response(status, headers)
-        return [] if head else [body]
+        return [] if head else chunks
 
     return serve
 

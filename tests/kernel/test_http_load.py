@@ -11,6 +11,7 @@ import time
 import pytest
 
 import load
+from exporter.serve import httpd
 from support import HANG_TIMEOUT
 
 # Needs root and BPF, but no kernel changes how the HTTP server holds: on the host only.
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.kernel_independent
 
 SERIES = 1000
 SCRAPERS = 100
-WORKERS = 64
+WORKERS = httpd.Limits().workers  # the default: the load is held with what users run
 MB = 1 << 20
 
 
@@ -29,7 +30,7 @@ def loaded_exporter(tmp_path_factory):
 
     start, started = starter(tmp_path_factory.mktemp("load"))
     prefix = load.run_prefix()
-    exporter = start({"filters": {"comm_include": [f"{prefix}.*"]}}, "--web.max-workers", str(WORKERS))
+    exporter = start({"filters": {"comm_include": [f"{prefix}.*"]}})
     exporter.prefix = prefix
     comms, command = load.series_workload(SERIES, prefix)
     subprocess.run(command, check=True, capture_output=True, timeout=HANG_TIMEOUT)

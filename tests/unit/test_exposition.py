@@ -9,7 +9,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.serve import exposition, server
-from exporter.serve.exposition import RenderedFamily, label_text
+from exporter.serve.exposition import RenderedFamily, label_text, labels_of
 
 ODD = ['plain', 'quo"te', 'back\\slash', 'new\nline', 'bad\\xff\\xfe', 'ünï', '']
 ACCEPTS = [
@@ -61,7 +61,7 @@ def parsed(text: str):
 def test_rendered_families_come_out_as_prometheus_client_writes_them(accept):
     encoder, content_type = choose_encoder(accept)
     expected = encoder(Fixed(families(rendered=False)))
-    got = exposition.encode(families(rendered=True), encoder, content_type)
+    got = b"".join(exposition.encode(families(rendered=True), encoder, content_type))
     # The writer puts the rendered families after the others; each family's lines are the same.
     assert sorted(got.splitlines()) == sorted(expected.splitlines())
     if content_type.startswith("application/openmetrics-text"):
@@ -72,7 +72,7 @@ def test_rendered_families_come_out_as_prometheus_client_writes_them(accept):
 
 def test_each_family_keeps_its_header_right_above_its_samples():
     encoder, content_type = choose_encoder(None)
-    lines = exposition.encode(families(rendered=True), encoder, content_type).decode().splitlines()
+    lines = b"".join(exposition.encode(families(rendered=True), encoder, content_type)).decode().splitlines()
     at = lines.index("# TYPE capability_checks_total counter")
     assert lines[at - 1].startswith("# HELP capability_checks_total ")
     assert all(line.startswith("capability_checks_total{") for line in lines[at + 1:at + 1 + len(ODD) * len(VALUES)])
@@ -85,6 +85,13 @@ def test_a_rendered_family_still_has_samples_for_whoever_reads_them():
 
 def test_label_text_sorts_and_escapes():
     assert label_text(["comm", "capability"], ['a"b', "CAP_X"]) == 'capability="CAP_X",comm="a\\"b"'
+
+
+@pytest.mark.parametrize("value", ODD + ['a="b",c="d"', '\\"', "\\n", "x\\", '"', "\\\n\"", "=,{}"])
+def test_labels_read_back_from_label_text_exactly(value):
+    names = ["comm", "capability", "uid"]
+    values = [value, "CAP_X", value[::-1]]
+    assert labels_of(label_text(names, values)) == dict(zip(names, values))
 
 
 def test_the_server_serves_rendered_families_negotiated_filtered_and_compressed():

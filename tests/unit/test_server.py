@@ -1,6 +1,7 @@
 """Listen-address parsing, /profiles' answers to good and bad requests, HEAD, and shared scrapes."""
 
 import json
+import sys
 import threading
 import time
 
@@ -129,6 +130,12 @@ def test_a_failed_run_fails_its_waiters_and_the_next_run_starts_afresh():
     with pytest.raises(RuntimeError):
         fresh.get()
     assert fresh.get() == b"ok"
+
+
+def test_the_output_is_not_kept_once_its_requests_have_it():
+    fresh = Fresh(lambda: bytes(1 << 20))
+    output = fresh.get()
+    assert sys.getrefcount(output) == 2  # `output`, and getrefcount's own argument
 
 
 @pytest.mark.parametrize("query, status, text", [
