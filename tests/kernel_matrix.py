@@ -1,8 +1,9 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
 usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--jobs N] [KERNEL...]
-  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), booted with virtme-ng
-  under software emulation. The running kernel is always the first row. --tests: a subset of
+  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), or one that
+  tests/kernel_images.py unpacked into .kernels/ (a release, or a series such as 7.2),
+  booted with virtme-ng under software emulation. The running kernel is always the first row. --tests: a subset of
   the suite, as pytest paths separated by spaces (default tests/kernel), here and in guests.
   --jobs: guests at once (default: one per CPU; each guest has one virtual CPU).
 
@@ -37,6 +38,7 @@ from typing import IO, Callable, Iterator, Optional
 
 import code_patching
 import guest_cpus
+import kernel_images
 from exporter.ebpf.kernel import ensure_tracefs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,8 @@ EXPECTED = {
     "host": {"tracepoint"},
     "6.1": {"fexit", "kprobe"},
     "6.12": {"fexit", "kprobe"},
+    "5.10": {"fexit", "kprobe"},
+    "7.2": {"fexit", "kprobe", "tracepoint"},
 }
 # Emulation speed differs from machine to machine: a 6.1 guest took 13 min on one and over
 # 40 on another. These bound a hang, not a slow run; TEST_TIMEOUT names a test that hangs
@@ -268,11 +272,28 @@ def _slug(kernel: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "_", kernel)
 
 
+def kernel_image(kernel: str) -> Path:
+    """/boot/vmlinuz-KERNEL, or the vmlinuz unpacked in .kernels/KERNEL (virtme-ng finds its modules beside it)."""
+    found = kernel_images.in_boot(kernel)
+    if found:
+        return found.vmlinuz
+    try:
+        return kernel_images.find_kernel(kernel_images.KERNELS_DIR / kernel, kernel).vmlinuz
+    except kernel_images.ImageError:
+        return Path(f"/boot/vmlinuz-{kernel}")
+
+
+def release(kernel: str) -> str:
+    """A series that tests/kernel_images.py linked in .kernels (7.2) as its release; anything else as it is."""
+    link = kernel_images.KERNELS_DIR / kernel
+    return link.resolve().name if link.is_symlink() else kernel
+
+
 def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
-    """Boot /boot/vmlinuz-KERNEL under QEMU (TCG) and run the guest side of one mode there."""
-    image = Path(f"/boot/vmlinuz-{kernel}")
+    """Boot KERNEL's image under QEMU (TCG) and run the guest side of one mode there."""
+    image = kernel_image(kernel)
     if not image.exists():
-        return [Cell(kernel, mode, "fail", f"{image} is not installed")]
+        return [Cell(kernel, mode, "fail", f"{image} is not installed (make kernel-images fetches it)")]
     _progress(f"booting {kernel} for {mode} under QEMU (software emulation)")
     (out / _report(kernel, mode)).unlink(missing_ok=True)
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --mode {mode} --out {out}"
@@ -455,7 +476,7 @@ def main() -> int:
         return 0
     host_label = f"host {platform.release()}"
     cells = run_modes(host_label, out, guest=False)
-    cells += boot_all(args.kernels, args.vng, out, args.jobs)
+    cells += boot_all([release(k) for k in args.kernels], args.vng, out, args.jobs)
     print(table(cells))
     print(f"logs: {out}")
     if args.markdown:
