@@ -112,3 +112,12 @@ def test_private_apt_points_every_directory_under_its_own(tmp_path):
     paths = [opt.split("=", 1)[1] for opt in options[1::2] if opt.startswith("Dir::")]
     assert len(paths) == 8
     assert all(p.startswith(f"{tmp_path}/sid/") for p in paths)
+
+
+def test_no_network_is_one_line_naming_the_suite(tmp_path, monkeypatch):
+    # A closed loopback port stands for a mirror that cannot be reached; real apt-get runs.
+    monkeypatch.setattr(kernel_images, "MIRROR", "http://127.0.0.1:9/debian")
+    with pytest.raises(ImageError, match="^apt-get update for sid failed: .*Could not connect") as err:
+        kernel_images.fetch("7.2", tmp_path)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "7.2").exists()
