@@ -1,10 +1,12 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
-usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--jobs N] [KERNEL...]
+usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--modes MODES] [--jobs N] [KERNEL...]
   KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), or one that
   tests/kernel_images.py unpacked into .kernels/ (a release, or a series such as 7.2),
-  booted with virtme-ng under software emulation. The running kernel is always the first row. --tests: a subset of
-  the suite, as pytest paths separated by spaces (default tests/kernel), here and in guests.
+  booted with virtme-ng under software emulation. The running kernel is always the first
+  row. --tests: a subset of the suite, as pytest paths separated by spaces (default
+  tests/kernel), here and in guests.
+  --modes: only these attach modes, separated by spaces (default: all three).
   --jobs: guests at once (default: one per CPU; each guest has one virtual CPU).
 
 Each (kernel, mode) is a guest of its own, so that modes and kernels run side by side.
@@ -324,13 +326,13 @@ def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
     return _finished(kernel, mode, out, stopped or "the guest wrote no report")
 
 
-def boot_all(kernels: list[str], vng: str, out: Path, jobs: int) -> list[Cell]:
+def boot_all(kernels: list[str], vng: str, out: Path, jobs: int, modes: tuple[str, ...] = MODES) -> list[Cell]:
     """A guest per kernel and mode, jobs at a time; the cells in kernel order, then mode order."""
     # The first modes run the whole suite and take longest: they start first.
-    order = [(kernel, mode) for mode in MODES for kernel in kernels]
+    order = [(kernel, mode) for mode in modes for kernel in kernels]
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         done = dict(zip(order, pool.map(lambda guest: boot(*guest, vng, out), order)))
-    return [cell for kernel in kernels for mode in MODES for cell in done[(kernel, mode)]]
+    return [cell for kernel in kernels for mode in modes for cell in done[(kernel, mode)]]
 
 
 def _run_guest(cmd: list[str], env: dict[str, str], out: Path, guest_name: str,
@@ -457,12 +459,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--tests", help="pytest paths to run instead of tests/kernel, separated by spaces")
+    parser.add_argument("--modes", default=" ".join(MODES), help="attach modes to run, separated by spaces")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="guests at once")
     parser.add_argument("--guest", metavar="KERNEL", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    modes = tuple(m for m in MODES if m in args.modes.split())
+    if not modes or set(args.modes.split()) - set(MODES):
+        parser.error(f"--modes takes some of {', '.join(MODES)}")
     if args.tests:
         TESTS[:] = args.tests.split()
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
@@ -475,8 +481,8 @@ def main() -> int:
         run_modes(args.guest, out, guest=True, modes=(args.mode,))
         return 0
     host_label = f"host {platform.release()}"
-    cells = run_modes(host_label, out, guest=False)
-    cells += boot_all([release(k) for k in args.kernels], args.vng, out, args.jobs)
+    cells = run_modes(host_label, out, guest=False, modes=modes)
+    cells += boot_all([release(k) for k in args.kernels], args.vng, out, args.jobs, modes)
     print(table(cells))
     print(f"logs: {out}")
     if args.markdown:
