@@ -210,6 +210,7 @@ def fetch(kernel: str, base: Path) -> Kernel:
         log.info("fetching %s from %s", " ".join(names), suite)
         for deb in apt.download(names, base / "apt" / suite / "debs"):
             _unpack(deb, target)
+            deb.unlink()  # hundreds of MB, and the unpacked tree is what is kept
         _depmod(find_kernel(target, release))
         (target / ".complete").touch()
     if release != kernel:

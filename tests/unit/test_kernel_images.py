@@ -10,15 +10,15 @@ from kernel_images import ImageError, PrivateApt, choose, depends, find_kernel, 
 # Stanzas as the suites had them when measured (fields trimmed to what matters).
 BULLSEYE = """\
 Package: linux-image-amd64
-Version: 5.10.237-1
-Depends: linux-image-5.10.0-32-amd64 (= 5.10.237-1)
+Version: 5.10.223-1
+Depends: linux-image-5.10.0-32-amd64 (= 5.10.223-1)
 
 Package: linux-image-5.10.0-32-amd64
-Version: 5.10.237-1
+Version: 5.10.223-1
 Depends: kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool
 
 Package: linux-image-5.10.0-32-amd64-unsigned
-Version: 5.10.237-1
+Version: 5.10.223-1
 Depends: kmod, linux-base (>= 4.3~),
  initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool
 """
