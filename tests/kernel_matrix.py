@@ -1,9 +1,12 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
-usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--jobs N] [KERNEL...]
-  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), booted with virtme-ng
-  under software emulation. The running kernel is always the first row. --tests: a subset of
-  the suite, as pytest paths separated by spaces (default tests/kernel), here and in guests.
+usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--modes MODES] [--jobs N] [KERNEL...]
+  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), or one that
+  tests/kernel_images.py unpacked into .kernels/ (a release, or a series such as 7.2),
+  booted with virtme-ng under software emulation. The running kernel is always the first
+  row. --tests: a subset of the suite, as pytest paths separated by spaces (default
+  tests/kernel), here and in guests.
+  --modes: only these attach modes, separated by spaces (default: all three).
   --jobs: guests at once (default: one per CPU; each guest has one virtual CPU).
 
 Each (kernel, mode) is a guest of its own, so that modes and kernels run side by side.
@@ -37,6 +40,7 @@ from typing import IO, Callable, Iterator, Optional
 
 import code_patching
 import guest_cpus
+import kernel_images
 from exporter.ebpf.kernel import ensure_tracefs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +50,8 @@ EXPECTED = {
     "host": {"tracepoint"},
     "6.1": {"fexit", "kprobe"},
     "6.12": {"fexit", "kprobe"},
+    "5.10": {"fexit", "kprobe"},
+    "7.2": {"fexit", "kprobe", "tracepoint"},
 }
 # Emulation speed differs from machine to machine: a 6.1 guest took 13 min on one and over
 # 40 on another, and guests side by side share the host. These bound a hang, not a slow
@@ -269,11 +275,28 @@ def _slug(kernel: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "_", kernel)
 
 
+def kernel_image(kernel: str) -> Path:
+    """/boot/vmlinuz-KERNEL, or the vmlinuz unpacked in .kernels/KERNEL (virtme-ng finds its modules beside it)."""
+    found = kernel_images.in_boot(kernel)
+    if found:
+        return found.vmlinuz
+    try:
+        return kernel_images.find_kernel(kernel_images.KERNELS_DIR / kernel, kernel).vmlinuz
+    except kernel_images.ImageError:
+        return Path(f"/boot/vmlinuz-{kernel}")
+
+
+def release(kernel: str) -> str:
+    """A series that tests/kernel_images.py linked in .kernels (7.2) as its release; anything else as it is."""
+    link = kernel_images.KERNELS_DIR / kernel
+    return link.resolve().name if link.is_symlink() else kernel
+
+
 def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
-    """Boot /boot/vmlinuz-KERNEL under QEMU (TCG) and run the guest side of one mode there."""
-    image = Path(f"/boot/vmlinuz-{kernel}")
+    """Boot KERNEL's image under QEMU (TCG) and run the guest side of one mode there."""
+    image = kernel_image(kernel)
     if not image.exists():
-        return [Cell(kernel, mode, "fail", f"{image} is not installed")]
+        return [Cell(kernel, mode, "fail", f"{image} is not installed (make kernel-images fetches it)")]
     _progress(f"booting {kernel} for {mode} under QEMU (software emulation)")
     (out / _report(kernel, mode)).unlink(missing_ok=True)
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --mode {mode} --out {out}"
@@ -304,13 +327,13 @@ def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
     return _finished(kernel, mode, out, stopped or "the guest wrote no report")
 
 
-def boot_all(kernels: list[str], vng: str, out: Path, jobs: int) -> list[Cell]:
+def boot_all(kernels: list[str], vng: str, out: Path, jobs: int, modes: tuple[str, ...] = MODES) -> list[Cell]:
     """A guest per kernel and mode, jobs at a time; the cells in kernel order, then mode order."""
     # The first modes run the whole suite and take longest: they start first.
-    order = [(kernel, mode) for mode in MODES for kernel in kernels]
+    order = [(kernel, mode) for mode in modes for kernel in kernels]
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         done = dict(zip(order, pool.map(lambda guest: boot(*guest, vng, out), order)))
-    return [cell for kernel in kernels for mode in MODES for cell in done[(kernel, mode)]]
+    return [cell for kernel in kernels for mode in modes for cell in done[(kernel, mode)]]
 
 
 def _run_guest(cmd: list[str], env: dict[str, str], out: Path, guest_name: str,
@@ -437,12 +460,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--tests", help="pytest paths to run instead of tests/kernel, separated by spaces")
+    parser.add_argument("--modes", default=" ".join(MODES), help="attach modes to run, separated by spaces")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="guests at once")
     parser.add_argument("--guest", metavar="KERNEL", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    modes = tuple(m for m in MODES if m in args.modes.split())
+    if not modes or set(args.modes.split()) - set(MODES):
+        parser.error(f"--modes takes some of {', '.join(MODES)}")
     if args.tests:
         TESTS[:] = args.tests.split()
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
@@ -455,8 +482,8 @@ def main() -> int:
         run_modes(args.guest, out, guest=True, modes=(args.mode,))
         return 0
     host_label = f"host {platform.release()}"
-    cells = run_modes(host_label, out, guest=False)
-    cells += boot_all(args.kernels, args.vng, out, args.jobs)
+    cells = run_modes(host_label, out, guest=False, modes=modes)
+    cells += boot_all([release(k) for k in args.kernels], args.vng, out, args.jobs, modes)
     print(table(cells))
     print(f"logs: {out}")
     if args.markdown:

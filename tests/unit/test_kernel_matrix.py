@@ -48,6 +48,24 @@ def test_guests_run_side_by_side_and_their_cells_come_in_kernel_then_mode_order(
     assert [(c.kernel, c.mode) for c in cells] == [(k, m) for k in ("5.10", "6.1") for m in kernel_matrix.MODES]
 
 
+def test_modes_limit_the_guests_to_those_modes(tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_matrix, "boot", lambda kernel, mode, vng, out: [Cell(kernel, mode, "pass", "")])
+    cells = kernel_matrix.boot_all(["7.2.13+deb14-amd64"], "vng", tmp_path, jobs=1, modes=("fexit",))
+    assert [(c.kernel, c.mode) for c in cells] == [("7.2.13+deb14-amd64", "fexit")]
+
+
+def test_a_series_unpacked_in_kernels_boots_its_release(tmp_path, monkeypatch):
+    release = "7.2.13+deb14-amd64"
+    vmlinuz = tmp_path / release / "usr/lib/modules" / release / "vmlinuz"
+    vmlinuz.parent.mkdir(parents=True)
+    vmlinuz.touch()
+    (tmp_path / "7.2").symlink_to(release)
+    monkeypatch.setattr(kernel_matrix.kernel_images, "KERNELS_DIR", tmp_path)
+    assert kernel_matrix.release("7.2") == release
+    assert kernel_matrix.kernel_image(release) == vmlinuz
+    assert kernel_matrix.expected(release) == {"fexit", "kprobe", "tracepoint"}
+
+
 def test_tails_show_the_end_of_each_failing_log_and_the_guests_console(tmp_path):
     (tmp_path / "6.1-kprobe.log").write_text("\n".join(f"line {i}" for i in range(100)))
     (tmp_path / "6.1-tracepoint-boot.log").write_text(
