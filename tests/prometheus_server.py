@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from support import free_port, write_config
+from support import free_port, wait_for, write_config
 
 PROMETHEUS = "/usr/bin/prometheus"  # Debian's prometheus package
 JOB = "capability-exporter"
@@ -58,7 +57,7 @@ class Prometheus:
         return [a for a in self.get("/api/v1/alerts")["data"]["alerts"] if a["labels"]["alertname"] == name]
 
     def wait_ready(self, timeout: float = 30) -> "Prometheus":
-        eventually(lambda: self.proc.poll() is None and ready(self.url), "prometheus /-/ready", timeout,
+        wait_for(lambda: self.proc.poll() is None and ready(self.url), "prometheus /-/ready", timeout,
                    lambda: self.log_path.read_text()[-2000:])
         return self
 
@@ -79,14 +78,3 @@ def ready(url: str) -> bool:
     except OSError:
         return False
 
-
-def eventually(check, what: str, timeout: float = 30, context=lambda: ""):
-    """Poll check() until it returns something truthy; fail with what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{context()}")
-        time.sleep(0.5)

@@ -130,15 +130,15 @@ def stop_process(proc: subprocess.Popen, sig: int, timeout: float, what: str) ->
         raise AssertionError(f"{what} did not stop on {signal.Signals(sig).name}: {err}")
 
 
-def wait_for(condition, what: str, timeout: float = 60):
-    """condition()'s first true value, polled; fail if none comes within timeout."""
+def wait_for(condition, what: str, timeout: float = 60, context=lambda: ""):
+    """condition()'s first true value, polled; fail if none comes within timeout, with context()."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{context()}".rstrip())
 
 
 def write_config(directory: Path, data: dict, name: str = "config.yaml") -> Path:

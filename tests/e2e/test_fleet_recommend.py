@@ -18,8 +18,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from prometheus_server import Prometheus, eventually
-from support import HANG_TIMEOUT, ROOT, WORKLOAD, Exporter, WaitingWorkload, make_pki, unique_comm, write_config
+from prometheus_server import Prometheus
+from support import HANG_TIMEOUT, ROOT, WORKLOAD, Exporter, WaitingWorkload, make_pki, unique_comm, wait_for, write_config
 from test_prometheus import ALERTS, as_promql, dashboard_targets
 
 pytestmark = pytest.mark.kernel
@@ -57,7 +57,7 @@ def fleet():
             exporter.wait_ready()
         prometheus = Prometheus(directory, {f"127.0.0.1:{e.port}": {"instance": node} for node, e in exporters.items()},
                                 ALERTS).wait_ready()
-        eventually(lambda: len(prometheus.query("capability_exporter_build_info")) == 2, "both nodes scraped")
+        wait_for(lambda: len(prometheus.query("capability_exporter_build_info")) == 2, "both nodes scraped")
         yield prometheus, workloads, comm, steps, owned
     finally:
         for workload in workloads.values():
@@ -82,13 +82,13 @@ def used(fleet):
     """node1's part first, then node2's: CAP_CHOWN is new to the workload when node2 uses it."""
     prometheus, workloads, comm, _, _ = fleet
     workloads["node1"].go()
-    eventually(lambda: "CAP_SETUID" in first_uses(prometheus, comm), "CapabilityFirstUse of CAP_SETUID",
+    wait_for(lambda: "CAP_SETUID" in first_uses(prometheus, comm), "CapabilityFirstUse of CAP_SETUID",
                context=lambda: str(prometheus.alerts("CapabilityFirstUse")))
     before = first_uses(prometheus, comm)
     workloads["node2"].go()
-    after = eventually(lambda: "CAP_CHOWN" in first_uses(prometheus, comm) and first_uses(prometheus, comm),
+    after = wait_for(lambda: "CAP_CHOWN" in first_uses(prometheus, comm) and first_uses(prometheus, comm),
                        "CapabilityFirstUse of CAP_CHOWN", context=lambda: str(prometheus.alerts("CapabilityFirstUse")))
-    eventually(lambda: prometheus.query(f'workload:capability_granted_checks_total:sum{{comm="{comm}"}}'),
+    wait_for(lambda: prometheus.query(f'workload:capability_granted_checks_total:sum{{comm="{comm}"}}'),
                "the recorded series of both nodes")
     return before, after
 
@@ -107,7 +107,7 @@ def test_capability_first_use_fires_when_the_workload_starts_using_a_new_capabil
 def test_recommend_takes_the_union_of_both_nodes(fleet, used, source):
     prometheus, _, comm, _, _ = fleet
     if source == "recorded":
-        eventually(lambda: len(prometheus.query(f'workload:capability_granted_checks_total:sum{{comm="{comm}"}}')) == 2,
+        wait_for(lambda: len(prometheus.query(f'workload:capability_granted_checks_total:sum{{comm="{comm}"}}')) == 2,
                    "both nodes' recorded series")
     done = recommend(prometheus.url, "--comm", comm, "--range", "10m", "--source", source, "--format", "json")
     assert done.returncode == 0, done.stderr
@@ -195,7 +195,7 @@ def test_recommend_reaches_a_prometheus_behind_tls_and_basic_auth(tmp_path):
     nobody = unique_comm("cxnobody")
     try:
         # Up and answering: no series of this comm, so exit 5, past TLS and the password.
-        done = eventually(lambda: (d := recommend(prometheus.url, "--comm", nobody, "--http.config.file",
+        done = wait_for(lambda: (d := recommend(prometheus.url, "--comm", nobody, "--http.config.file",
                                                   http_config("right", ca_file="ca.crt"))).returncode != 3 and d,
                           "Prometheus behind TLS", context=lambda: prometheus.log_path.read_text()[-2000:])
         assert done.returncode == 5 and "no capability checks of" in done.stderr, done.stderr

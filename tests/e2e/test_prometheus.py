@@ -11,8 +11,8 @@ from typing import Optional
 
 import pytest
 
-from prometheus_server import JOB, Prometheus, eventually
-from support import NOBODY, ROOT, Exporter, run_workload, unique_comm, write_config
+from prometheus_server import JOB, Prometheus
+from support import NOBODY, ROOT, Exporter, run_workload, unique_comm, wait_for, write_config
 
 pytestmark = pytest.mark.kernel
 
@@ -81,7 +81,7 @@ def denied(stack):
     exporter, prometheus, owned = stack
     comm = unique_comm("cxprom")
     run_workload(f"{comm}=chown:20:{owned}", user=NOBODY)
-    eventually(lambda: prometheus.query(f'capability_denials_total{{comm="{comm}"}}'),
+    wait_for(lambda: prometheus.query(f'capability_denials_total{{comm="{comm}"}}'),
                f"Prometheus to scrape denials of {comm}")
     run_workload(f"{comm}=chown:20:{owned}", user=NOBODY)
     return comm
@@ -89,7 +89,7 @@ def denied(stack):
 
 def test_capability_denied_alert_fires_for_the_denied_comm(stack, denied):
     _, prometheus, _ = stack
-    alert = eventually(lambda: [a for a in prometheus.alerts("CapabilityDenied") if a["labels"]["comm"] == denied],
+    alert = wait_for(lambda: [a for a in prometheus.alerts("CapabilityDenied") if a["labels"]["comm"] == denied],
                        f"CapabilityDenied for {denied}")[0]
     assert alert["state"] in ("pending", "firing")
     assert alert["labels"]["capability"] == "CAP_CHOWN"
@@ -106,7 +106,7 @@ def test_exporter_alerts_match_what_the_exporter_reports(stack, denied):
     # The noaudit alert fires exactly when the attach mode cannot see opts (tracepoint).
     (info,) = prometheus.query("capability_exporter_probe_info")
     if info["metric"]["noaudit"] == "indistinguishable":
-        eventually(lambda: prometheus.alerts("CapabilityExporterNoauditIndistinguishable"), "the noaudit alert")
+        wait_for(lambda: prometheus.alerts("CapabilityExporterNoauditIndistinguishable"), "the noaudit alert")
     else:
         assert not prometheus.alerts("CapabilityExporterNoauditIndistinguishable")
 
@@ -133,7 +133,7 @@ def test_checks_and_denials_panels_show_the_denied_comm(stack, denied):
 
     # A rate needs two scrapes after the denials: on a loaded machine the second may be late.
     for title, expr in shown:
-        eventually(lambda: positive(expr), f"{title}: {expr} above 0 for {denied}")
+        wait_for(lambda: positive(expr), f"{title}: {expr} above 0 for {denied}")
 
 
 def test_held_against_used_counts_the_unused_capabilities_of_running_programs(stack, denied):
