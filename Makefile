@@ -23,11 +23,12 @@ PYTEST_ARGS ?=
 # Kernels for make test-kernels: a release in /boot (vmlinuz-<release>), or a release or
 # series (5.10, 6.12, 7.2) that make kernel-images fetches from Debian into .kernels/.
 # CI runs 6.1 only for now; docs/kernel-matrix.md says how to run the others.
-KERNELS ?= 6.1.0-56-amd64
+KERNELS ?= 6.1
 MATRIX_OUT ?= kernel-matrix
 VNG_VENV := .vng
 VNG_STAMP := $(VNG_VENV)/.installed
-QEMU_PACKAGES := qemu-system-x86 busybox-static
+# kmod: depmod for the fetched modules, and modprobe in the guests that load them.
+QEMU_PACKAGES := qemu-system-x86 busybox-static kmod
 
 .PHONY: run test test-unit test-kernel test-kernels bench-http kernel-images deps clean test-container container-tools
 

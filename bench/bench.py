@@ -4,7 +4,7 @@ usage: bench.py [--smoke] [--rounds N] [--calls N] [--repeat N] [--sizes 1000,10
                 [--scrapes N] [--hold N] [--mode MODE] [--out FILE] [--guest KERNEL --vng PATH]
   Run as root from a checkout, with the project's venv (make bench). Prints one markdown table
   (and writes it to --out): every figure is measured in this one run, interleaved, as medians.
-  --guest KERNEL: run the bench instead in a virtme-ng guest of /boot/vmlinuz-KERNEL, once per
+  --guest KERNEL: run the bench instead in a virtme-ng guest of KERNEL (as make test-kernels takes it), once per
   attach mode of --guest-modes (default fexit,kprobe), under software emulation: absolute
   times there mean little, the ratios are what compare (make bench-kernels).
 
@@ -469,9 +469,12 @@ PASSED_ON = ("smoke", "rounds", "calls", "repeat", "sizes", "scrapes", "hold", "
 
 def in_guest(args) -> int:
     """Boot the kernel under QEMU (TCG, one CPU) and run this bench there, once per mode."""
-    image = Path(f"/boot/vmlinuz-{args.guest}")
+    sys.path.insert(0, str(ROOT / "tests"))  # the matrix's kernel lookup, /boot or .kernels/
+    import kernel_images
+
+    image = kernel_images.vmlinuz(args.guest)
     if not image.exists():
-        raise SystemExit(f"{image} is not installed (make kernel-images)")
+        raise SystemExit(f"{image} is not there (make kernel-images KERNELS={args.guest} fetches it)")
     out = Path(tempfile.mkdtemp(prefix="capexp-bench-guest-"))
     passed = []
     for name in PASSED_ON:

@@ -1,7 +1,7 @@
 """Kernels for the matrix that are not in /boot: Debian's packages, fetched privately and unpacked into .kernels/.
 
 usage: kernel_images.py [--dir DIR] KERNEL...
-  KERNEL is a release (6.1.0-56-amd64) or a series (7.2). One in /boot is used as it is.
+  KERNEL is a release (6.1.0-57-amd64) or a series (7.2). One in /boot is used as it is.
   Any other comes from the Debian suite that SUITES names for its series: apt runs with a
   configuration of its own under DIR/apt (its own sources, lists, cache and dpkg status),
   so the host's sources and packages are never touched; `apt-get download` fetches the
@@ -27,8 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNELS_DIR = ROOT / ".kernels"
 BOOT = Path("/boot")
 MIRROR = "http://deb.debian.org/debian"
+# A stable suite's kernel updates arrive in <suite>-security (bookworm's 6.1.0-56 was only there).
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # The Debian suite whose kernel is each series (measured on the mirror; buster's 4.19 is gone).
+# All but sid also read <suite>-security.
 SUITES = {
     "5.10": "bullseye",
     "6.1": "bookworm",
@@ -129,6 +132,14 @@ def find_kernel(root: Path, release: str) -> Kernel:
     raise ImageError(f"no vmlinuz for {release} in {root}")
 
 
+def sources(suite: str) -> list[str]:
+    """The sources.list lines for a suite: the suite, and its security updates unless it is sid."""
+    lines = [f"deb [signed-by={KEYRING}] {MIRROR} {suite} main\n"]
+    if suite != "sid":
+        lines.append(f"deb [signed-by={KEYRING}] {SECURITY_MIRROR} {suite}-security main\n")
+    return lines
+
+
 class PrivateApt:
     """apt-get and apt-cache with sources, lists, cache, parts and dpkg status of their own under a directory."""
 
@@ -155,7 +166,7 @@ class PrivateApt:
         for sub in ("sources.list.d", "apt.conf.d", "preferences.d", "lists/partial", "cache/archives/partial"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "status").touch()
-        (self.base / "sources.list").write_text(f"deb [signed-by={KEYRING}] {MIRROR} {self.suite} main\n")
+        (self.base / "sources.list").write_text("".join(sources(self.suite)))
 
     def update(self) -> None:
         self._run("apt-get", "update", "-qq")
@@ -187,6 +198,18 @@ class PrivateApt:
 def in_boot(kernel: str) -> Optional[Kernel]:
     vmlinuz = BOOT / f"vmlinuz-{kernel}"
     return Kernel(kernel, vmlinuz, None) if vmlinuz.is_file() else None
+
+
+def vmlinuz(kernel: str) -> Path:
+    """/boot/vmlinuz-KERNEL, or the vmlinuz unpacked in .kernels/KERNEL (virtme-ng finds its modules beside it)."""
+    found = in_boot(kernel)
+    if found:
+        return found.vmlinuz
+    try:
+        link = KERNELS_DIR / kernel
+        return find_kernel(link, link.resolve().name).vmlinuz
+    except ImageError:
+        return BOOT / f"vmlinuz-{kernel}"
 
 
 def fetch(kernel: str, base: Path) -> Kernel:
@@ -221,7 +244,7 @@ def fetch(kernel: str, base: Path) -> Kernel:
 
 def _unpack(deb: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], capture_output=True, text=True)
+    done = _tool(["dpkg-deb", "-x", str(deb), str(target)])
     if done.returncode != 0:
         raise ImageError(f"dpkg-deb -x {deb.name} failed: {done.stderr.strip()}")
 
@@ -231,9 +254,17 @@ def _depmod(kernel: Kernel) -> None:
     if kernel.modules is None:
         return
     base = kernel.modules.parent.parent.parent  # the directory holding lib/modules/<release>
-    done = subprocess.run(["depmod", "-b", str(base), kernel.release], capture_output=True, text=True)
+    done = _tool(["depmod", "-b", str(base), kernel.release])
     if done.returncode != 0:
         raise ImageError(f"depmod for {kernel.release} failed: {done.stderr.strip()}")
+
+
+def _tool(cmd: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        # make kernel-images installs them (dpkg, kmod); run by hand, say which is missing.
+        raise ImageError(f"{cmd[0]} is not installed (make kernel-images installs it)") from None
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
 usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--modes MODES] [--jobs N] [KERNEL...]
-  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-56-amd64), or one that
+  KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-57-amd64), or one that
   tests/kernel_images.py unpacked into .kernels/ (a release, or a series such as 7.2),
   booted with virtme-ng under software emulation. The running kernel is always the first
   row. --tests: a subset of the suite, as pytest paths separated by spaces (default
@@ -275,17 +275,6 @@ def _slug(kernel: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "_", kernel)
 
 
-def kernel_image(kernel: str) -> Path:
-    """/boot/vmlinuz-KERNEL, or the vmlinuz unpacked in .kernels/KERNEL (virtme-ng finds its modules beside it)."""
-    found = kernel_images.in_boot(kernel)
-    if found:
-        return found.vmlinuz
-    try:
-        return kernel_images.find_kernel(kernel_images.KERNELS_DIR / kernel, kernel).vmlinuz
-    except kernel_images.ImageError:
-        return Path(f"/boot/vmlinuz-{kernel}")
-
-
 def release(kernel: str) -> str:
     """A series that tests/kernel_images.py linked in .kernels (7.2) as its release; anything else as it is."""
     link = kernel_images.KERNELS_DIR / kernel
@@ -294,7 +283,7 @@ def release(kernel: str) -> str:
 
 def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
     """Boot KERNEL's image under QEMU (TCG) and run the guest side of one mode there."""
-    image = kernel_image(kernel)
+    image = kernel_images.vmlinuz(kernel)
     if not image.exists():
         return [Cell(kernel, mode, "fail", f"{image} is not installed (make kernel-images fetches it)")]
     _progress(f"booting {kernel} for {mode} under QEMU (software emulation)")

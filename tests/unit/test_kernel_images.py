@@ -121,3 +121,18 @@ def test_no_network_is_one_line_naming_the_suite(tmp_path, monkeypatch):
         kernel_images.fetch("7.2", tmp_path)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "7.2").exists()
+
+
+def test_a_stable_suite_also_reads_its_security_updates_and_sid_does_not(tmp_path):
+    # bookworm's 6.1 kernels after a point release are only in bookworm-security.
+    assert [line.split()[2:4] for line in kernel_images.sources("bookworm")] == [
+        [kernel_images.MIRROR, "bookworm"], [kernel_images.SECURITY_MIRROR, "bookworm-security"]]
+    assert [line.split()[3] for line in kernel_images.sources("sid")] == ["sid"]
+
+
+def test_a_missing_unpacking_tool_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither depmod nor dpkg-deb there
+    (tmp_path / "lib/modules/7.2.0").mkdir(parents=True)
+    (tmp_path / "lib/modules/7.2.0/vmlinuz").touch()
+    with pytest.raises(ImageError, match="^depmod is not installed"):
+        kernel_images._depmod(find_kernel(tmp_path, "7.2.0"))

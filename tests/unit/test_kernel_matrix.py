@@ -62,7 +62,8 @@ def test_a_series_unpacked_in_kernels_boots_its_release(tmp_path, monkeypatch):
     (tmp_path / "7.2").symlink_to(release)
     monkeypatch.setattr(kernel_matrix.kernel_images, "KERNELS_DIR", tmp_path)
     assert kernel_matrix.release("7.2") == release
-    assert kernel_matrix.kernel_image(release) == vmlinuz
+    assert kernel_matrix.kernel_images.vmlinuz(release) == vmlinuz
+    assert kernel_matrix.kernel_images.vmlinuz("7.2").resolve() == vmlinuz
     assert kernel_matrix.expected(release) == {"fexit", "kprobe", "tracepoint"}
 
 
