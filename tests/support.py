@@ -43,6 +43,17 @@ def mode_under_test() -> Optional[str]:
     return os.environ.get("CAPEXP_TEST_MODE") or None
 
 
+def expected_modes() -> list[str]:
+    """The attach modes the kernel matrix says this kernel must attach (CAPEXP_EXPECTED_MODES), in its order."""
+    return os.environ.get("CAPEXP_EXPECTED_MODES", "").split()
+
+
+def any_mode_share() -> tuple[int, int]:
+    """(i, n): this run takes every n-th any_mode test from the i-th (CAPEXP_ANY_MODE_SHARE, default all)."""
+    i, _, n = os.environ.get("CAPEXP_ANY_MODE_SHARE", "0/1").partition("/")
+    return int(i), int(n)
+
+
 def exporter_command(*args: str) -> list[str]:
     mode = mode_under_test()
     if mode and "--probe.mode" not in args:
@@ -168,6 +179,25 @@ def run_workload(*steps: str, **options) -> list[dict]:
     done = subprocess.run(workload_command(*steps, **options), capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def run_command(tmp_path, command, *options, fmt="json", name="report", **popen):
+    """capability-exporter run ... -- command; (exit code, the report's text, run's stderr)."""
+    report = tmp_path / f"{name}.{fmt}"
+    done = subprocess.run([*exporter_command("run", "--format", fmt, "-o", str(report), *options), "--", *command],
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT, **popen)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, report.read_text() if report.exists() else "", done.stderr
+
+
+def checks_of(doc, comm):
+    """(capability, audited) -> (granted, denied), summed over the syscalls and callers that asked."""
+    found: dict[tuple, tuple[int, int]] = {}
+    for c in doc["checks"]:
+        if c["comm"] == comm:
+            granted, denied = found.get((c["capability"], c["audited"]), (0, 0))
+            found[(c["capability"], c["audited"])] = (granted + c["granted"], denied + c["denied"])
+    return found
 
 
 class WaitingWorkload:

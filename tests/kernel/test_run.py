@@ -12,31 +12,12 @@ import pytest
 import yaml
 
 from exporter.core import profile
-from support import HANG_TIMEOUT, NOBODY, ROOT, WORKLOAD, exporter_command, run_workload, unique_comm
+from support import HANG_TIMEOUT, NOBODY, ROOT, WORKLOAD, checks_of, exporter_command, run_command, run_workload, unique_comm
 
 SETPRIV_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 CHOWN_TO = "65533"  # neither root nor nobody: chown always needs CAP_CHOWN
 # The function that asks for CAP_CHOWN on this host's kernel (chown_ok, inlined into it here).
 CHOWN_CALLER = "setattr_prepare"
-
-
-def run_command(tmp_path, command, *options, fmt="json", **popen):
-    """run ... -- command; (exit code, the report's text, run's stderr)."""
-    report = tmp_path / f"report.{fmt}"
-    done = subprocess.run([*exporter_command("run", "--format", fmt, "-o", str(report), *options), "--", *command],
-                          cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT, **popen)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.returncode, report.read_text() if report.exists() else "", done.stderr
-
-
-def checks_of(doc, comm):
-    """(capability, audited) -> (granted, denied), summed over the syscalls and callers that asked."""
-    found: dict[tuple, tuple[int, int]] = {}
-    for c in doc["checks"]:
-        if c["comm"] == comm:
-            granted, denied = found.get((c["capability"], c["audited"]), (0, 0))
-            found[(c["capability"], c["audited"])] = (granted + c["granted"], denied + c["denied"])
-    return found
 
 
 def test_root_chown_recommends_cap_chown(tmp_path, root_owned_file):
