@@ -7,14 +7,29 @@ import re
 
 import pytest
 
-from support import mode_under_test, run_exporter
+from support import any_mode_share, expected_modes, mode_under_test, run_exporter
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/kernel/" in str(item.fspath):
             item.add_marker(pytest.mark.kernel)
+    # Before the mode's own deselections, so that every mode of a kernel deals from one deck.
+    _keep_this_runs_share_of_any_mode(config, items)
     _deselect_other_modes(config, items)
+    _deselect_where_modes_are_not_side_by_side(config, items)
+
+
+def _keep_this_runs_share_of_any_mode(config, items):
+    """The kernel matrix deals the any_mode tests out among a kernel's modes: every n-th from the i-th here."""
+    i, n = any_mode_share()
+    if n == 1:
+        return
+    dealt = [item for item in items if item.get_closest_marker("any_mode")]
+    others = [item for k, item in enumerate(dealt) if k % n != i]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = [item for item in items if item not in others]
 
 
 def _deselect_other_modes(config, items):
@@ -27,6 +42,16 @@ def _deselect_other_modes(config, items):
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]
+
+
+def _deselect_where_modes_are_not_side_by_side(config, items):
+    """Tests marked side_by_side(...) load those modes at once; they run where the matrix expects all of them."""
+    expected = set(expected_modes())
+    apart = [item for item in items
+             if (marker := item.get_closest_marker("side_by_side")) and not set(marker.args) <= expected]
+    if apart:
+        config.hook.pytest_deselected(items=apart)
+        items[:] = [item for item in items if item not in apart]
 
 
 def _auto_mode() -> str:

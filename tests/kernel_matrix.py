@@ -12,8 +12,9 @@ usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATH
 Each (kernel, mode) is a guest of its own, so that modes and kernels run side by side.
 Inside it, `capability-exporter --config.check --probe.mode MODE` decides "not available"
 (with the exporter's own reason); where it attaches, the tests/kernel suite runs with
-CAPEXP_TEST_MODE=MODE: all of it in the kernel's first mode that attaches, and in later
-modes only the tests not marked any_mode (what no attach mode changes). Exit status 1 if
+CAPEXP_TEST_MODE=MODE: in every mode the tests that depend on it, and the tests marked
+any_mode (what no attach mode changes) once per kernel, dealt out among the modes it must
+attach (CAPEXP_ANY_MODE_SHARE; or all in its first that attaches). Exit status 1 if
 a mode that EXPECTED says a kernel must pass does not pass; the tail of each failing log
 is printed.
 """
@@ -92,13 +93,16 @@ TESTS = ["tests/kernel"]
 def run_modes(kernel: str, out: Path, guest: bool, modes: tuple[str, ...] = MODES) -> list[Cell]:
     """On the running kernel: each of modes' config check, then the suite where the mode attaches.
 
-    The modes before them are checked too (not run): whether one attaches decides whether
-    a mode runs the whole suite or the mode-dependent part. A guest writes its cells to
-    its report after each mode, so that a guest stopped midway still tells what finished.
+    Where EXPECTED names no modes for the kernel, the modes before them are checked too (not
+    run): whether one attaches decides whether a mode runs the any_mode tests. A guest writes
+    its cells to its report after each mode, so that a guest stopped midway still tells what
+    finished.
     """
     cells: list[Cell] = []
+    expected = expected_here(kernel, guest)
     attached = False
-    for mode in MODES[:max(MODES.index(m) for m in modes) + 1]:
+    checked = modes if expected else MODES[:max(MODES.index(m) for m in modes) + 1]
+    for mode in checked:
         start = time.monotonic()
         _progress(f"{kernel} / {mode}: checking")
         check = subprocess.run(
@@ -111,8 +115,9 @@ def run_modes(kernel: str, out: Path, guest: bool, modes: tuple[str, ...] = MODE
         if check.returncode != 0:
             cells.append(Cell(kernel, mode, "not available", _error_line(check.stderr), time.monotonic() - start))
         else:
-            _progress(f"{kernel} / {mode}: running the {'whole' if first else 'mode-dependent'} suite")
-            result, detail = _run_suite(kernel, mode, out, guest, first)
+            share = any_mode_share(mode, expected, first)
+            _progress(f"{kernel} / {mode}: running the mode-dependent tests and {_describe_share(share)}")
+            result, detail = _run_suite(kernel, mode, out, guest, share)
             cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start, _log(kernel, mode).name))
         _progress(f"{kernel} / {mode}: {cells[-1].result} after {cells[-1].seconds:.0f} s")
         if guest:
@@ -120,17 +125,34 @@ def run_modes(kernel: str, out: Path, guest: bool, modes: tuple[str, ...] = MODE
     return cells
 
 
+def any_mode_share(mode: str, expected: list[str], first: bool) -> Optional[tuple[int, int]]:
+    """Which any_mode tests a mode's suite runs: (i, n) is every n-th from the i-th, None is none.
+
+    They are dealt out among the modes the kernel must attach, so that its guests take
+    about as long as each other; where it must attach none, the first mode that attaches
+    runs them all."""
+    if expected:
+        return (expected.index(mode), len(expected)) if mode in expected else None
+    return (0, 1) if first else None
+
+
+def _describe_share(share: Optional[tuple[int, int]]) -> str:
+    if share is None:
+        return "no any_mode tests"
+    return "every any_mode test" if share[1] == 1 else f"any_mode share {share[0] + 1} of {share[1]}"
+
+
 def _progress(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> tuple[str, str]:
+def _run_suite(kernel: str, mode: str, out: Path, guest: bool, share: Optional[tuple[int, int]]) -> tuple[str, str]:
     # Guests see this checkout read-only and are not the machine the host_kernel tests describe;
     # they have no podman store (the host's is not theirs to write).
     # Under emulation every exporter start compiles for seconds; a second worker runs
     # while the first waits (on 9p, a scrape, a workload's sleep).
     excluded = ["host_kernel", "kernel_independent", "podman"] if guest else []
-    if not first:
+    if share is None:
         excluded.append("any_mode")
     selection = ["-m", " and ".join(f"not {m}" for m in excluded)] if excluded else []
     if guest:
@@ -144,7 +166,9 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, first: bool) -> t
                     [sys.executable, "-m", "pytest", *TESTS, "-p", "no:cacheprovider", "-v",
                      f"--timeout={TEST_TIMEOUT}", "--durations=15", *selection],
                     cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT,
-                    env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"},
+                    env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1",
+                         "CAPEXP_EXPECTED_MODES": " ".join(expected_here(kernel, guest)),
+                         "CAPEXP_ANY_MODE_SHARE": "/".join(map(str, share or (0, 1)))},
                 )
         except subprocess.TimeoutExpired:
             return "fail", f"the suite did not finish in {SUITE_TIMEOUT} s"
@@ -318,7 +342,7 @@ def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
 
 def boot_all(kernels: list[str], vng: str, out: Path, jobs: int, modes: tuple[str, ...] = MODES) -> list[Cell]:
     """A guest per kernel and mode, jobs at a time; the cells in kernel order, then mode order."""
-    # The first modes run the whole suite and take longest: they start first.
+    # Mode by mode: the modes a kernel cannot attach, last in MODES, end after their check.
     order = [(kernel, mode) for mode in modes for kernel in kernels]
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         done = dict(zip(order, pool.map(lambda guest: boot(*guest, vng, out), order)))
@@ -413,6 +437,12 @@ def _tail(log: Path, what: str, count: int) -> list[str]:
 def expected(kernel: str) -> set[str]:
     series = ".".join(kernel.split(".")[:2]) if kernel != "host" else "host"
     return EXPECTED.get(series, set())
+
+
+def expected_here(kernel: str, guest: bool) -> list[str]:
+    """What the suite's side_by_side tests load at once: the modes this kernel must attach, in MODES order."""
+    wanted = expected(kernel if guest else "host")
+    return [mode for mode in MODES if mode in wanted]
 
 
 def verdicts(cells: list[Cell], host_label: str) -> list[str]:

@@ -198,3 +198,37 @@ def test_a_stalled_guest_is_stopped_even_if_its_report_fails(tmp_path, monkeypat
     with pytest.raises(RuntimeError):
         _watch(guest, tmp_path, "6.1-fexit", broken_report)
     assert guest.returncode is not None
+
+
+def test_side_by_side_tests_load_the_modes_the_kernel_must_attach():
+    assert kernel_matrix.expected_here("7.2.13+deb14-amd64", guest=True) == ["fexit", "kprobe", "tracepoint"]
+    assert kernel_matrix.expected_here("5.10.0-32-amd64", guest=True) == ["fexit", "kprobe"]
+    assert kernel_matrix.expected_here("6.18.44-fc", guest=False) == ["tracepoint"]
+
+
+def test_any_mode_tests_are_dealt_among_the_modes_a_kernel_must_attach():
+    share = kernel_matrix.any_mode_share
+    assert [share(m, ["fexit", "kprobe", "tracepoint"], first=False) for m in ("fexit", "kprobe", "tracepoint")] == [
+        (0, 3), (1, 3), (2, 3)]
+    assert share("tracepoint", ["fexit", "kprobe"], first=False) is None  # 6.1 has no tracepoint: nothing to deal
+    assert share("kprobe", [], first=True) == (0, 1)  # nothing expected: the first that attaches runs them all
+    assert share("tracepoint", [], first=False) is None
+
+
+def _collected(share: str, marks: str = "") -> set[str]:
+    done = subprocess.run(
+        [os.sys.executable, "-m", "pytest", "tests/kernel", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "-m", "not host_kernel and not kernel_independent and not podman" + marks],
+        cwd=kernel_matrix.ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CAPEXP_TEST_MODE": "fexit", "CAPEXP_ANY_MODE_SHARE": share},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_dealt_shares_hold_every_any_mode_test_once_and_each_the_mode_dependent_ones():
+    whole = _collected("0/1")
+    first, second = _collected("0/2"), _collected("1/2")
+    assert first | second == whole
+    assert first & second == _collected("0/1", " and not any_mode")
+    assert len(first ^ second) > 20 and abs(len(first) - len(second)) <= 1

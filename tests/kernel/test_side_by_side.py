@@ -1,0 +1,87 @@
+"""Attach modes side by side on one kernel: one workload, seen by every mode at once, counted alike.
+
+These run where the kernel matrix expects two or more modes to attach (CAPEXP_EXPECTED_MODES,
+see conftest.py): every mode it expects is loaded here, whatever mode the run is testing.
+"""
+
+import json
+
+import pytest
+
+from support import NOBODY, checks_of, expected_modes, run_command, run_workload, unique_comm, workload_command
+
+VERBOSE = {"probe": {"count_noaudit": True}}
+N_SETUID = 1000
+N_CHOWN = 200
+N_READS = 30
+
+
+def _workload(root_owned_file, true_copy) -> dict[str, tuple[int, int]]:
+    """Run checks of every kind as root and as nobody; comm -> (checks, denials) where they are known in advance."""
+    root_setuid, root_chown, denied_chown, reader = (unique_comm(p) for p in ("su", "cr", "cd", "rd"))
+    run_workload(f"{root_setuid}=setuid:{N_SETUID}", f"{root_chown}=chown:{N_CHOWN}:{root_owned_file}")
+    # As nobody: denied chowns, reads of another user's /proc/<pid>/stat (non-audited CAP_SYS_PTRACE)
+    # and, by exec, the non-audited CAP_SYS_ADMIN checks of cap_vm_enough_memory.
+    run_workload(f"{denied_chown}=chown:{N_CHOWN}:{root_owned_file}", f"{reader}=read:{N_READS}:/proc/1/stat",
+                 user=NOBODY, program=true_copy)
+    # A root chown's count depends on the filesystem: on an overlay (a guest's /tmp) the upper
+    # filesystem's setattr asks for CAP_CHOWN again, so it is compared across modes only.
+    return {root_setuid: (N_SETUID, 0), root_chown: None, denied_chown: (N_CHOWN, N_CHOWN), reader: None,
+            true_copy.rsplit("/", 1)[1]: None}
+
+
+def _per_comm_and_capability(exporter, metric: str, comms) -> dict[tuple[str, str], float]:
+    """metric summed over every other label, per (comm, capability), for these comms."""
+    found: dict[tuple[str, str], float] = {}
+    for labels, value in exporter.series(metric).items():
+        labels = dict(labels)
+        if labels["comm"] in comms:
+            key = (labels["comm"], labels["capability"])
+            found[key] = found.get(key, 0) + value
+    return found
+
+
+@pytest.mark.any_mode
+@pytest.mark.side_by_side("fexit", "kprobe")
+def test_every_mode_counts_the_same_workload_alike(start_exporter, root_owned_file, true_copy):
+    modes = expected_modes()
+    exporters = {mode: start_exporter(VERBOSE, "--probe.mode", mode) for mode in modes}
+    for mode, exporter in exporters.items():
+        (labels,) = exporter.series("capability_exporter_probe_info")
+        assert dict(labels)["mode"] == mode
+    known = _workload(root_owned_file, true_copy)
+
+    seen = {mode: {metric: _per_comm_and_capability(exporter, metric, known)
+                   for metric in ("capability_checks_total", "capability_denials_total")}
+            for mode, exporter in exporters.items()}
+    first = modes[0]
+    for mode in modes[1:]:
+        assert seen[mode] == seen[first], f"{mode} and {first} counted the same workload differently"
+    checks, denials = seen[first]["capability_checks_total"], seen[first]["capability_denials_total"]
+    for comm, exact in known.items():
+        if exact:
+            capability = "CAP_SETUID" if comm.startswith("su") else "CAP_CHOWN"
+            assert (checks[(comm, capability)], denials[(comm, capability)]) == exact
+    exe = true_copy.rsplit("/", 1)[1]
+    assert checks[(exe, "CAP_SYS_ADMIN")] > 0, "an unprivileged exec makes non-audited CAP_SYS_ADMIN checks"
+
+
+def _run_report(tmp_path, mode, root_owned_file, true_copy, comms) -> dict:
+    steps = [f"{comms[0]}=chown:{N_CHOWN}:{root_owned_file}", f"{comms[1]}=read:{N_READS}:/proc/1/stat"]
+    code, text, err = run_command(tmp_path, workload_command(*steps, user=NOBODY, program=true_copy),
+                                  "--probe.mode", mode, name=mode)
+    assert code == 0, err
+    return json.loads(text)
+
+
+@pytest.mark.any_mode
+@pytest.mark.side_by_side("fexit", "tracepoint")
+def test_run_infers_in_tracepoint_mode_which_checks_fexit_sees_are_not_audited(tmp_path, root_owned_file, true_copy):
+    comms = [unique_comm("cd"), unique_comm("rd")]
+    reports = {mode: _run_report(tmp_path, mode, root_owned_file, true_copy, comms) for mode in ("fexit", "tracepoint")}
+    assert reports["fexit"]["noaudit"] == "included"
+    assert reports["tracepoint"]["noaudit"] == "inferred"
+    for comm in [*comms, true_copy.rsplit("/", 1)[1]]:
+        assert checks_of(reports["tracepoint"], comm) == checks_of(reports["fexit"], comm), comm
+    assert checks_of(reports["fexit"], comms[0]) == {("CAP_CHOWN", True): (0, N_CHOWN)}
+    assert reports["tracepoint"]["recommendation"]["needed"] == reports["fexit"]["recommendation"]["needed"]
