@@ -26,10 +26,7 @@ def _keep_this_runs_share_of_any_mode(config, items):
     if n == 1:
         return
     dealt = [item for item in items if item.get_closest_marker("any_mode")]
-    others = [item for k, item in enumerate(dealt) if k % n != i]
-    if others:
-        config.hook.pytest_deselected(items=others)
-        items[:] = [item for item in items if item not in others]
+    _deselect(config, items, [item for k, item in enumerate(dealt) if k % n != i])
 
 
 def _deselect_other_modes(config, items):
@@ -38,20 +35,21 @@ def _deselect_other_modes(config, items):
     if not limited:
         return
     mode = mode_under_test() or _auto_mode()
-    other = [item for item in limited if mode not in item.get_closest_marker("modes").args]
-    if other:
-        config.hook.pytest_deselected(items=other)
-        items[:] = [item for item in items if item not in other]
+    _deselect(config, items, [item for item in limited if mode not in item.get_closest_marker("modes").args])
 
 
 def _deselect_where_modes_are_not_side_by_side(config, items):
     """Tests marked side_by_side(...) load those modes at once; they run where the matrix expects all of them."""
     expected = set(expected_modes())
-    apart = [item for item in items
-             if (marker := item.get_closest_marker("side_by_side")) and not set(marker.args) <= expected]
-    if apart:
-        config.hook.pytest_deselected(items=apart)
-        items[:] = [item for item in items if item not in apart]
+    _deselect(config, items, [item for item in items
+                              if (marker := item.get_closest_marker("side_by_side")) and not set(marker.args) <= expected])
+
+
+def _deselect(config, items, unwanted):
+    if unwanted:
+        config.hook.pytest_deselected(items=unwanted)
+        gone = set(map(id, unwanted))
+        items[:] = [item for item in items if id(item) not in gone]
 
 
 def _auto_mode() -> str:

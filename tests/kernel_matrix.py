@@ -117,7 +117,7 @@ def run_modes(kernel: str, out: Path, guest: bool, modes: tuple[str, ...] = MODE
         else:
             share = any_mode_share(mode, expected, first)
             _progress(f"{kernel} / {mode}: running the mode-dependent tests and {_describe_share(share)}")
-            result, detail = _run_suite(kernel, mode, out, guest, share)
+            result, detail = _run_suite(kernel, mode, out, guest, expected, share)
             cells.append(Cell(kernel, mode, result, detail, time.monotonic() - start, _log(kernel, mode).name))
         _progress(f"{kernel} / {mode}: {cells[-1].result} after {cells[-1].seconds:.0f} s")
         if guest:
@@ -146,7 +146,8 @@ def _progress(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def _run_suite(kernel: str, mode: str, out: Path, guest: bool, share: Optional[tuple[int, int]]) -> tuple[str, str]:
+def _run_suite(kernel: str, mode: str, out: Path, guest: bool, expected: list[str],
+               share: Optional[tuple[int, int]]) -> tuple[str, str]:
     # Guests see this checkout read-only and are not the machine the host_kernel tests describe;
     # they have no podman store (the host's is not theirs to write).
     # Under emulation every exporter start compiles for seconds; a second worker runs
@@ -167,7 +168,7 @@ def _run_suite(kernel: str, mode: str, out: Path, guest: bool, share: Optional[t
                      f"--timeout={TEST_TIMEOUT}", "--durations=15", *selection],
                     cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT,
                     env={**os.environ, "CAPEXP_TEST_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1",
-                         "CAPEXP_EXPECTED_MODES": " ".join(expected_here(kernel, guest)),
+                         "CAPEXP_EXPECTED_MODES": " ".join(expected),
                          "CAPEXP_ANY_MODE_SHARE": "/".join(map(str, share or (0, 1)))},
                 )
         except subprocess.TimeoutExpired:
@@ -440,7 +441,8 @@ def expected(kernel: str) -> set[str]:
 
 
 def expected_here(kernel: str, guest: bool) -> list[str]:
-    """What the suite's side_by_side tests load at once: the modes this kernel must attach, in MODES order."""
+    """The modes this kernel must attach, in MODES order: the any_mode tests are dealt among them, and the
+    side_by_side tests load them at once."""
     wanted = expected(kernel if guest else "host")
     return [mode for mode in MODES if mode in wanted]
 

@@ -5,6 +5,8 @@ see conftest.py): every mode it expects is loaded here, whatever mode the run is
 """
 
 import json
+from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -16,8 +18,8 @@ N_CHOWN = 200
 N_READS = 30
 
 
-def _workload(root_owned_file, true_copy) -> dict[str, tuple[int, int]]:
-    """Run checks of every kind as root and as nobody; comm -> (checks, denials) where they are known in advance."""
+def _workload(root_owned_file, true_copy) -> dict[str, Optional[tuple[str, int, int]]]:
+    """Run checks of every kind as root and as nobody; comm -> (capability, checks, denials) where known in advance."""
     root_setuid, root_chown, denied_chown, reader = (unique_comm(p) for p in ("su", "cr", "cd", "rd"))
     run_workload(f"{root_setuid}=setuid:{N_SETUID}", f"{root_chown}=chown:{N_CHOWN}:{root_owned_file}")
     # As nobody: denied chowns, reads of another user's /proc/<pid>/stat (non-audited CAP_SYS_PTRACE)
@@ -26,8 +28,8 @@ def _workload(root_owned_file, true_copy) -> dict[str, tuple[int, int]]:
                  user=NOBODY, program=true_copy)
     # A root chown's count depends on the filesystem: on an overlay (a guest's /tmp) the upper
     # filesystem's setattr asks for CAP_CHOWN again, so it is compared across modes only.
-    return {root_setuid: (N_SETUID, 0), root_chown: None, denied_chown: (N_CHOWN, N_CHOWN), reader: None,
-            true_copy.rsplit("/", 1)[1]: None}
+    return {root_setuid: ("CAP_SETUID", N_SETUID, 0), root_chown: None,
+            denied_chown: ("CAP_CHOWN", N_CHOWN, N_CHOWN), reader: None, Path(true_copy).name: None}
 
 
 def _per_comm_and_capability(exporter, metric: str, comms) -> dict[tuple[str, str], float]:
@@ -60,10 +62,9 @@ def test_every_mode_counts_the_same_workload_alike(start_exporter, root_owned_fi
     checks, denials = seen[first]["capability_checks_total"], seen[first]["capability_denials_total"]
     for comm, exact in known.items():
         if exact:
-            capability = "CAP_SETUID" if comm.startswith("su") else "CAP_CHOWN"
-            assert (checks[(comm, capability)], denials[(comm, capability)]) == exact
-    exe = true_copy.rsplit("/", 1)[1]
-    assert checks[(exe, "CAP_SYS_ADMIN")] > 0, "an unprivileged exec makes non-audited CAP_SYS_ADMIN checks"
+            capability, *counts = exact
+            assert [checks[(comm, capability)], denials[(comm, capability)]] == counts, comm
+    assert checks[(Path(true_copy).name, "CAP_SYS_ADMIN")] > 0, "an unprivileged exec makes non-audited CAP_SYS_ADMIN checks"
 
 
 def _run_report(tmp_path, mode, root_owned_file, true_copy, comms) -> dict:
@@ -81,7 +82,7 @@ def test_run_infers_in_tracepoint_mode_which_checks_fexit_sees_are_not_audited(t
     reports = {mode: _run_report(tmp_path, mode, root_owned_file, true_copy, comms) for mode in ("fexit", "tracepoint")}
     assert reports["fexit"]["noaudit"] == "included"
     assert reports["tracepoint"]["noaudit"] == "inferred"
-    for comm in [*comms, true_copy.rsplit("/", 1)[1]]:
+    for comm in [*comms, Path(true_copy).name]:
         assert checks_of(reports["tracepoint"], comm) == checks_of(reports["fexit"], comm), comm
     assert checks_of(reports["fexit"], comms[0]) == {("CAP_CHOWN", True): (0, N_CHOWN)}
     assert reports["tracepoint"]["recommendation"]["needed"] == reports["fexit"]["recommendation"]["needed"]
