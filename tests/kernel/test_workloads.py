@@ -149,12 +149,23 @@ def hold_net_raw_in(request):
              "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
              "--inh-caps=+net_raw", "--ambient-caps=+net_raw", "sleep", "300"])
         holders.append(process)
+        # Until it has exec'd sleep it is sh or setpriv, root with every capability, in the
+        # cgroup: a scrape then sees the unit hold them all (seen on a slow 6.1 guest in CI).
+        wait_for(lambda: _comm(process.pid) == "sleep", f"the holder {process.pid} to exec sleep")
         return process
 
     yield start
     for process in holders:
         process.kill()
         process.wait()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def unit_profile(exporter, unit: str, fmt: str = ""):
