@@ -181,6 +181,12 @@ def run_workload(*steps: str, **options) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+def run_workers(binary, *args: str) -> None:
+    """Run tests/workers.c (the workers fixture) to its end."""
+    done = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+
+
 def run_command(tmp_path, command, *options, fmt="json", name="report", **popen):
     """capability-exporter run ... -- command; (exit code, the report's text, run's stderr)."""
     report = tmp_path / f"{name}.{fmt}"

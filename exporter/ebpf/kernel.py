@@ -40,14 +40,72 @@ def version_code(release: Optional[str] = None) -> int:
 def config_enabled(option: str, release: Optional[str] = None) -> bool:
     """Whether the kernel was built with option=y, from /proc/config.gz or /boot/config-<release>;
     False where neither can be read."""
+    return f"{option}=y" in (build_config(release) or ())
+
+
+def build_config(release: Optional[str] = None) -> Optional[set[str]]:
+    """The kernel's config lines (CONFIG_X=y ...), from /proc/config.gz or /boot/config-<release>;
+    None where neither can be read."""
     release = release or platform.release()
     for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{release}", open)):
         try:
             with opener(path, "rt", encoding="ascii", errors="replace") as f:
-                return any(line.strip() == f"{option}=y" for line in f)
+                return {line.strip() for line in f}
         except OSError:
             continue
-    return False
+    return None
+
+
+PREEMPT_DEBUGFS = "/sys/kernel/debug/sched/preempt"
+# Where the kernel's code can be preempted anywhere, a fexit program can be too, and the
+# trampoline skips the program for every other thread that enters it on that CPU meanwhile.
+PREEMPTIBLE = ("full", "lazy", "rt")
+# A PREEMPT_DYNAMIC kernel boots the model its config chose unless preempt= says otherwise.
+CONFIG_MODELS = (("CONFIG_PREEMPT_RT", "rt"), ("CONFIG_PREEMPT_LAZY", "lazy"), ("CONFIG_PREEMPT", "full"),
+                 ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"), ("CONFIG_PREEMPT_NONE", "none"))
+
+
+def preemption() -> tuple[str, str]:
+    """(model, where it was read): none, voluntary, full, lazy or rt; ("", why not) if unknown."""
+    try:
+        with open(PREEMPT_DEBUGFS, encoding="ascii") as f:
+            return model_from_debugfs(f.read()), PREEMPT_DEBUGFS
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/cmdline", encoding="ascii", errors="replace") as f:
+            cmdline = f.read()
+    except OSError:
+        cmdline = ""
+    return model_from_build(platform.version(), cmdline, build_config())
+
+
+def model_from_debugfs(text: str) -> str:
+    """The current model of sched/preempt's "none voluntary full (lazy)"."""
+    match = re.search(r"\((\w+)\)", text)
+    if not match:
+        raise ValueError(f"no (model) in {text!r}")
+    return match[1]
+
+
+def model_from_build(uts_version: str, cmdline: str, config: Optional[set[str]]) -> tuple[str, str]:
+    """The model from uname -v (#1 SMP PREEMPT_DYNAMIC ...), preempt= and the build config."""
+    words = uts_version.split()
+    if "PREEMPT_RT" in words:
+        return "rt", "uname -v"
+    if "PREEMPT_DYNAMIC" not in words:
+        if "PREEMPT_LAZY" in words:
+            return "lazy", "uname -v"
+        return ("full", "uname -v") if "PREEMPT" in words else ("voluntary", "uname -v (none or voluntary)")
+    chosen = re.search(r"(?:^|\s)preempt=(\w+)", cmdline)
+    if chosen:
+        return chosen[1], "preempt= on the kernel command line"
+    if config is None:
+        return "", f"PREEMPT_DYNAMIC and neither {PREEMPT_DEBUGFS} (debugfs) nor the kernel config can be read"
+    for option, model in CONFIG_MODELS:
+        if f"{option}=y" in config:
+            return model, "the kernel config"
+    return "", "the kernel config names no preemption model"
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:

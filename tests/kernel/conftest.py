@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from support import run_exporter, starter, unique_comm
+from support import HANG_TIMEOUT, ROOT, run_exporter, starter, unique_comm
 
 # What each attach mode's counting program is called in capability_exporter_bpf_program_*.
 COUNTING_PROGRAM = {"fexit": "cap_capable_fexit", "kprobe": "cap_capable_return", "tracepoint": "cap_capable_tracepoint"}
@@ -73,3 +74,12 @@ def true_copy(public_dir):
     shutil.copy("/bin/true", path)
     path.chmod(0o755)
     return str(path)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """tests/workers.c compiled under a fresh name, which exec makes its main thread's comm."""
+    binary = tmp_path / unique_comm("thr")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ROOT / "tests" / "workers.c")],
+                   check=True, timeout=HANG_TIMEOUT)
+    return binary

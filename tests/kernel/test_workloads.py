@@ -13,25 +13,11 @@ import pytest
 
 from exporter.core import units
 from exporter.ebpf import kernel
-from support import HANG_TIMEOUT, NOBODY, ROOT, run_workload, unique_comm, wait_for
+from support import HANG_TIMEOUT, NOBODY, run_workers, run_workload, unique_comm, wait_for
 
 
 CHECKS = "capability_checks_total"
 CHANGES = "capability_set_changes_total"
-
-
-@pytest.fixture
-def workers(tmp_path):
-    """tests/workers.c compiled under a fresh name, which exec makes its main thread's comm."""
-    binary = tmp_path / unique_comm("thr")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ROOT / "tests" / "workers.c")],
-                   check=True, timeout=HANG_TIMEOUT)
-    return binary
-
-
-def run_workers(binary, *args: str) -> None:
-    done = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=HANG_TIMEOUT)
-    assert done.returncode == 0, done.stderr
 
 
 def test_renamed_threads_are_counted_under_their_program(start_exporter, workers):
