@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
+import resource
 from typing import Iterator, Optional
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
@@ -200,8 +202,21 @@ def map_lookup_batch(fd: int, token: Optional[ctypes.Array], next_token: ctypes.
     return attr.count, False
 
 
+@functools.cache
+def lift_memlock() -> None:
+    """Kernels before 5.11 charge every BPF map and program to its user's locked memory, checked
+    against the loading process's RLIMIT_MEMLOCK (64 KiB by default before 5.16). Root's other
+    exporters' programs count too, so a new one fails with EPERM: lifted once, as BCC and libbpf
+    do. Without CAP_SYS_RESOURCE it stays; kernels since 5.11 charge the memory cgroup instead."""
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
+
+
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
     """A new map's fd (for tests: the exporter's maps come from its BPF programs)."""
+    lift_memlock()
     return _bpf(BPF_MAP_CREATE, _CreateAttr(map_type, key_size, value_size, max_entries, 0))
 
 
@@ -221,6 +236,7 @@ def map_delete(fd: int, key: ctypes._CData) -> bool:
 def load_empty_tracing_program(attach_btf_id: int, attach_type: int = BPF_TRACE_FEXIT) -> None:
     """Load (and close at once) a program that returns 0, for a kernel function by its BTF id:
     whether this kernel lets fentry/fexit programs load at all, without a compiler. OSError if not."""
+    lift_memlock()
     insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
     license = ctypes.create_string_buffer(b"GPL")
     attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(_RETURN_ZERO) // 8,

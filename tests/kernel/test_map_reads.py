@@ -2,7 +2,6 @@
 
 import ctypes
 import os
-import resource
 
 import pytest
 
@@ -25,22 +24,8 @@ def entries_of(bpf_map: BpfMap, by_key: bool) -> dict[bytes, tuple[list[int], li
     return found
 
 
-@pytest.fixture
-def unlimited_memlock():
-    """Kernels before 5.11 charge maps to RLIMIT_MEMLOCK (64 KiB by default before 5.16), as
-    BCC knows when it lifts the limit for the exporter; this test process makes its own map."""
-    saved = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    try:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    except ValueError:  # no CAP_SYS_RESOURCE (the dev machines): their kernels charge memcg instead
-        saved = None
-    yield
-    if saved:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, saved)
-
-
 @pytest.fixture(params=[PERCPU_HASH, HASH], ids=["percpu_hash", "hash"])
-def filled_map(request, unlimited_memlock):
+def filled_map(request):
     cpus = kernel.possible_cpus() if request.param == PERCPU_HASH else 1
     fd = bpf_syscall.map_create(request.param, ctypes.sizeof(CheckKey), ctypes.sizeof(CheckValue), 16384)
     expected = {}
