@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import errno
+import functools
 import logging
 import os
 import platform
@@ -65,8 +66,10 @@ CONFIG_MODELS = (("CONFIG_PREEMPT_RT", "rt"), ("CONFIG_PREEMPT_LAZY", "lazy"), (
                  ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"), ("CONFIG_PREEMPT_NONE", "none"))
 
 
+@functools.cache
 def preemption() -> tuple[str, str]:
-    """(model, where it was read): none, voluntary, full, lazy or rt; ("", why not) if unknown."""
+    """(model, where it was read): none, voluntary, full, lazy or rt; ("", why not) if unknown.
+    Read once per process: the checks' and the changes' hooks both ask."""
     try:
         with open(PREEMPT_DEBUGFS, encoding="ascii") as f:
             return model_from_debugfs(f.read()), PREEMPT_DEBUGFS

@@ -42,10 +42,8 @@ CRED_LAYOUT = {
 }
 # uid .. cap_ambient: 80 bytes in 6.1 and 6.18; read at once, on the BPF stack.
 CRED_BLOCK_MAX = 192
-# Change tracking's hooks, in the order tried: fentry on commit_creds ("fexit", as the mode
-# that needs the same kernel support is called), a kprobe on it, the syscall tracepoints.
-CHANGE_HOOKS = ("fexit", "kprobe", "tracepoint")
-PREEMPTIBLE_CHANGE_HOOKS = ("kprobe", "fexit", "tracepoint")
+# Change tracking's hooks are tried in auto's order: fentry on commit_creds ("fexit", as the
+# mode that needs the same kernel support is called), a kprobe on it, the syscall tracepoints.
 CHANGE_HOOK_DEFINES = {"fexit": "HOOK_COMMIT_CREDS_FENTRY", "kprobe": "HOOK_COMMIT_CREDS_KPROBE"}
 # The numbers of the syscalls whose changes are counted, per machine (asm/unistd_64.h, and
 # the generic asm-generic/unistd.h of arm64): enum change_syscall's order.
@@ -335,8 +333,7 @@ def _load_changes(config: Config, compiler_log, extra: Optional[Defines]) -> Any
 def change_hooks(mode: str) -> tuple[str, ...]:
     """Where to take capability changes from, in order: commit_creds by fentry or kprobe, else
     the syscall tracepoints. A mode the config names is the one tried on commit_creds."""
-    default = PREEMPTIBLE_CHANGE_HOOKS if _preemptible() else CHANGE_HOOKS
-    return {"fexit": ("fexit", "tracepoint"), "kprobe": ("kprobe", "tracepoint")}.get(mode, default)
+    return {"fexit": ("fexit", "tracepoint"), "kprobe": ("kprobe", "tracepoint")}.get(mode, candidates("auto"))
 
 
 def attach_changes(config: Config, compiler_log) -> Loaded:

@@ -70,3 +70,9 @@ def test_a_configured_fexit_is_kept_with_a_warning(caplog):
     probes._note_preemption("fexit", "fexit", reasons, ("full", "preempt= on the kernel command line"))
     assert reasons == {}
     assert "fexit mode: the kernel preempts tracing programs (preemption model full" in caplog.text
+
+
+def test_change_tracking_follows_autos_order_unless_a_mode_is_named():
+    assert probes.change_hooks("auto") == probes.candidates("auto")
+    assert probes.change_hooks("tracepoint") == probes.candidates("auto")
+    assert probes.change_hooks("kprobe") == ("kprobe", "tracepoint")
