@@ -19,12 +19,20 @@ from typing import Optional
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.core import privileges
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "workload.py"
 NOBODY = 65534
 # Bounds a hang, not a speed: under emulation on a slow machine one exporter start has
 # taken a minute. For whatever starts an exporter or a workload and waits for it.
 HANG_TIMEOUT = 300
+
+
+def kept_when_serving() -> int:
+    """The capability mask a serving exporter keeps: none since 5.19, before it CAP_BPF, which
+    reading its maps by fd still takes while unprivileged BPF is disabled."""
+    return sum(1 << cap for cap in privileges.needed_to_read_maps())
 
 
 def unique_comm(prefix: str = "cx") -> str:
