@@ -24,6 +24,8 @@ PYTEST_ARGS ?=
 # series (5.10, 6.12, 7.2) that make kernel-images fetches from Debian into .kernels/.
 # CI runs 6.1 only for now; docs/kernel-matrix.md says how to run the others.
 KERNELS ?= 6.1
+# Of KERNELS, those that run only the portability subset (PORTABILITY in tests/kernel_matrix.py).
+PORTABILITY ?=
 MATRIX_OUT ?= kernel-matrix
 VNG_VENV := .vng
 VNG_STAMP := $(VNG_VENV)/.installed
@@ -47,7 +49,7 @@ test-kernel: $(TEST_STAMP) container-tools
 
 test-kernels: $(TEST_STAMP) $(VNG_STAMP) kernel-images
 	$(VENV)/bin/python tests/kernel_matrix.py --vng $(VNG_VENV)/bin/vng --out $(MATRIX_OUT) \
-	    --markdown $(MATRIX_OUT)/matrix.md $(KERNELS)
+	    --markdown $(MATRIX_OUT)/matrix.md --portability "$(PORTABILITY)" $(KERNELS)
 
 bench-http: $(TEST_STAMP)
 	$(VENV)/bin/python tests/bench_http.py

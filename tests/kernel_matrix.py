@@ -1,11 +1,13 @@
 """The kernel x attach-mode matrix: the real-kernel suite per mode, here and on other kernels under QEMU.
 
-usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--modes MODES] [--jobs N] [KERNEL...]
+usage: kernel_matrix.py [--vng PATH] [--out DIR] [--markdown FILE] [--tests PATHS] [--portability KERNELS]
+                        [--modes MODES] [--jobs N] [KERNEL...]
   KERNEL is a release with /boot/vmlinuz-KERNEL (e.g. 6.1.0-57-amd64), or one that
   tests/kernel_images.py unpacked into .kernels/ (a release, or a series such as 7.2),
   booted with virtme-ng under software emulation. The running kernel is always the first
   row. --tests: a subset of the suite, as pytest paths separated by spaces (default
-  tests/kernel), here and in guests.
+  tests/kernel), here and in guests. --portability: these kernels (of KERNEL) run only
+  PORTABILITY, the portability subset, instead; their cells say so.
   --modes: only these attach modes, separated by spaces (default: all three).
   --jobs: guests at once (default: one per CPU; each guest has one virtual CPU).
 
@@ -88,6 +90,19 @@ class Cell:
 
 # What each mode's suite runs (--tests): all of tests/kernel, or a subset to save a guest's time.
 TESTS = ["tests/kernel"]
+# The portability subset (--portability KERNELS): what a kernel most plausibly changes, at
+# about a third of the suite's guest time. Exact counts and denials, audit handling,
+# capability changes, run, the privilege drop and the systemd unit's set.
+PORTABILITY = [
+    "tests/kernel/test_counts.py",
+    "tests/kernel/test_audit.py",
+    "tests/kernel/test_changes.py",
+    "tests/kernel/test_run.py",
+    "tests/kernel/test_lifecycle.py::test_exporter_drops_all_its_capabilities_and_keeps_serving",
+    "tests/kernel/test_systemd_unit.py",
+]
+# Kernels (releases) that run PORTABILITY instead of TESTS.
+SUBSET_KERNELS: set[str] = set()
 
 
 def run_modes(kernel: str, out: Path, guest: bool, modes: tuple[str, ...] = MODES) -> list[Cell]:
@@ -314,8 +329,8 @@ def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
     _progress(f"booting {kernel} for {mode} under QEMU (software emulation)")
     (out / _report(kernel, mode)).unlink(missing_ok=True)
     inner = f"cd {ROOT} && {sys.executable} tests/kernel_matrix.py --guest {kernel} --mode {mode} --out {out}"
-    if TESTS != ["tests/kernel"]:
-        inner += f" --tests '{' '.join(TESTS)}'"
+    if tests_for(kernel) != ["tests/kernel"]:
+        inner += f" --tests '{' '.join(tests_for(kernel))}'"
     monitor = Path(tempfile.mkdtemp(prefix="kernel-matrix-")) / "monitor"
     # -v: the kernel's console into the boot log; a soft lockup shows every CPU's stack there.
     cmd = [vng, "-v", "-r", str(image), "--disable-kvm", "--force-9p", "--memory", "3G", "--cpus", str(GUEST_CPUS),
@@ -338,7 +353,15 @@ def boot(kernel: str, mode: str, vng: str, out: Path) -> list[Cell]:
         return [Cell(kernel, mode, "fail", f"cannot run {vng}: {err.strerror}")]
     finally:
         shutil.rmtree(monitor.parent, ignore_errors=True)
-    return _finished(kernel, mode, out, stopped or "the guest wrote no report")
+    cells = _finished(kernel, mode, out, stopped or "the guest wrote no report")
+    if kernel in SUBSET_KERNELS:
+        for cell in cells:
+            cell.detail = f"portability subset: {cell.detail}"
+    return cells
+
+
+def tests_for(kernel: str) -> list[str]:
+    return PORTABILITY if kernel in SUBSET_KERNELS else TESTS
 
 
 def boot_all(kernels: list[str], vng: str, out: Path, jobs: int, modes: tuple[str, ...] = MODES) -> list[Cell]:
@@ -481,6 +504,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--tests", help="pytest paths to run instead of tests/kernel, separated by spaces")
+    parser.add_argument("--portability", default="", metavar="KERNELS",
+                        help="kernels, separated by spaces, that run only the portability subset")
     parser.add_argument("--modes", default=" ".join(MODES), help="attach modes to run, separated by spaces")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="guests at once")
     parser.add_argument("--guest", metavar="KERNEL", help=argparse.SUPPRESS)
@@ -493,6 +518,10 @@ def main() -> int:
         parser.error(f"--modes takes some of {', '.join(MODES)}")
     if args.tests:
         TESTS[:] = args.tests.split()
+    unlisted = set(args.portability.split()) - set(args.kernels)
+    if unlisted:
+        parser.error(f"--portability names kernels the matrix does not boot: {', '.join(sorted(unlisted))}")
+    SUBSET_KERNELS.update(release(k) for k in args.portability.split())
     out = args.out or Path(tempfile.mkdtemp(prefix="kernel-matrix-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.guest:

@@ -232,3 +232,30 @@ def test_dealt_shares_hold_every_any_mode_test_once_and_each_the_mode_dependent_
     assert first | second == whole
     assert first & second == _collected("0/1", " and not any_mode")
     assert len(first ^ second) > 20 and abs(len(first) - len(second)) <= 1
+
+
+def test_a_portability_kernel_runs_the_subset_and_its_cells_say_so(tmp_path, monkeypatch):
+    commands = []
+
+    def run_guest(cmd, env, out, guest_name, before_stop):
+        commands.append(cmd[-1])
+        kernel, mode = guest_name.rsplit("-", 1)
+        (out / f"{guest_name}.json").write_text(json.dumps([{"kernel": kernel, "mode": mode, "result": "pass",
+                                                              "detail": "20 passed", "seconds": 1.0}]))
+
+    monkeypatch.setattr(kernel_matrix.kernel_images, "vmlinuz", lambda kernel: tmp_path)
+    monkeypatch.setattr(kernel_matrix, "_run_guest", run_guest)
+    monkeypatch.setattr(kernel_matrix, "SUBSET_KERNELS", {"5.10.0-46-amd64"})
+    subset = kernel_matrix.boot("5.10.0-46-amd64", "fexit", "vng", tmp_path)
+    full = kernel_matrix.boot("6.1.0-57-amd64", "fexit", "vng", tmp_path)
+    assert [c.detail for c in subset] == ["portability subset: 20 passed"]
+    assert [c.detail for c in full] == ["20 passed"]
+    assert commands[0].endswith(f" --tests '{' '.join(kernel_matrix.PORTABILITY)}'")
+    assert "--tests" not in commands[1]
+
+
+def test_the_portability_subset_names_tests_that_exist():
+    for path in kernel_matrix.PORTABILITY:
+        file, _, name = path.partition("::")
+        source = (kernel_matrix.ROOT / file).read_text()
+        assert not name or f"\ndef {name}(" in source, path
