@@ -1,7 +1,8 @@
 """deploy/systemd: the unit verifies, grants what `capability-exporter run` recommends, and that is enough.
 
 There is no systemd to start the unit here, so the test does what the unit does to the
-process: a non-root uid with the unit's capabilities as its ambient and bounding sets.
+process: its locked-memory limit, and a non-root uid with the unit's capabilities as its
+ambient and bounding sets.
 """
 
 import json
@@ -24,9 +25,14 @@ def unit_setting(key: str) -> list[str]:
 
 
 def as_service_user(caps: list[str]) -> list[str]:
-    """setpriv doing what systemd does with User= and AmbientCapabilities=/CapabilityBoundingSet=."""
+    """prlimit and setpriv doing what systemd does with LimitMEMLOCK=, User= and
+    AmbientCapabilities=/CapabilityBoundingSet=. LimitMEMLOCK= matters before 5.11 only, where BPF
+    maps are charged to RLIMIT_MEMLOCK, which a non-root user cannot raise (nor can root here,
+    on the CI host, which lacks CAP_SYS_RESOURCE)."""
+    memlock = unit_setting("LimitMEMLOCK")[0].replace("infinity", "unlimited")
+    limits = ["prlimit", f"--memlock={memlock}", "--"] if kernel.version() < (5, 11, 0) else []
     names = ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
-    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+    return [*limits, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
             f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}", f"--bounding-set=-all,{names}"]
 
 
