@@ -48,6 +48,23 @@ def test_guests_run_side_by_side_and_their_cells_come_in_kernel_then_mode_order(
     assert [(c.kernel, c.mode) for c in cells] == [(k, m) for k in ("5.10", "6.1") for m in kernel_matrix.MODES]
 
 
+def test_the_hosts_row_runs_beside_the_guests_and_comes_first(tmp_path, monkeypatch):
+    both = threading.Barrier(2, timeout=10)
+
+    def on_host(kernel, out, guest, modes):
+        both.wait()  # the host's suite and a guest must be running at once
+        return [Cell(kernel, "tracepoint", "pass", "")]
+
+    def boot(kernel, mode, vng, out):
+        both.wait()
+        return [Cell(kernel, mode, "pass", "")]
+
+    monkeypatch.setattr(kernel_matrix, "run_modes", on_host)
+    monkeypatch.setattr(kernel_matrix, "boot", boot)
+    cells = kernel_matrix.run_all("host 6.18", ["6.1"], "vng", tmp_path, jobs=1, modes=("tracepoint",))
+    assert [(c.kernel, c.mode) for c in cells] == [("host 6.18", "tracepoint"), ("6.1", "tracepoint")]
+
+
 def test_modes_limit_the_guests_to_those_modes(tmp_path, monkeypatch):
     monkeypatch.setattr(kernel_matrix, "boot", lambda kernel, mode, vng, out: [Cell(kernel, mode, "pass", "")])
     cells = kernel_matrix.boot_all(["7.2.13+deb14-amd64"], "vng", tmp_path, jobs=1, modes=("fexit",))
