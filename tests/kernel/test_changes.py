@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from exporter.core import capabilities
+from exporter.ebpf import probes
 from support import NOBODY, run_workload, starter, unique_comm
 
 CHANGES = "capability_set_changes_total"
@@ -146,10 +147,27 @@ def test_changes_are_taken_from_commit_creds_and_no_syscall_is_hooked(exporter, 
     assert not [p for p in loaded if p.startswith(("sys_enter_", "sys_exit_"))], loaded
 
 
+def commit_creds_hookable() -> bool:
+    """Whether fentry or a kprobe can attach to commit_creds here (the cheap checks the exporter makes first)."""
+    for mode in ("fexit", "kprobe"):
+        try:
+            probes.precheck(mode, "commit_creds")
+            return True
+        except probes.ModeUnavailable:
+            continue
+    return False
+
+
 @pytest.mark.modes("tracepoint")
-def test_without_fentry_or_kprobes_changes_come_from_the_syscall_tracepoints(exporter):
-    # One program for the twelve syscalls' entries and one for their exits.
+def test_in_tracepoint_mode_changes_come_from_commit_creds_where_it_can_be_hooked(exporter):
+    # The mode names where checks come from; changes are taken as auto takes them: from
+    # commit_creds where fentry or a kprobe attaches (7.2), else from the syscall tracepoints,
+    # one program for the twelve syscalls' entries and one for their exits (the CI host).
     loaded = programs(exporter)
-    assert {"syscall_enter", "syscall_exit"} <= loaded
-    assert not loaded & {"commit_creds_fentry", "commit_creds_entry"}
+    on_commit_creds = loaded & set().union(*CHANGE_PROGRAMS.values())
+    on_syscalls = loaded & {"syscall_enter", "syscall_exit"}
+    if commit_creds_hookable():
+        assert len(on_commit_creds) == 1 and not on_syscalls, loaded
+    else:
+        assert on_syscalls == {"syscall_enter", "syscall_exit"} and not on_commit_creds, loaded
     assert not [p for p in loaded if p.startswith(("sys_enter_", "sys_exit_"))], loaded
