@@ -58,9 +58,9 @@ EXPECTED = {
 }
 # Emulation speed differs from machine to machine: a 6.1 guest took 13 min on one and over
 # 40 on another, and guests side by side share the host (7.2's full suite had run 48 of its
-# 59 tests, none failing, when a 45-minute limit stopped it), and CI stops at 90 minutes, its
-# 6.1 guests starting at about 15. These bound a hang, not a slow
-# run; TEST_TIMEOUT names a test that hangs in user space. A guest whose pytest logs stop
+# 59 tests, none failing, when a 45-minute limit stopped it). These bound a hang, not a slow
+# run, and end a stuck CI guest (starting about 15 minutes in) inside CI's 90 minutes;
+# TEST_TIMEOUT names a test that hangs in user space. A guest whose pytest logs stop
 # growing for STALL_TIMEOUT is stopped (a kernel that livelocks runs no timer of pytest's);
 # after DUMP_AFTER of silence the guest first saves its kernel's view of the blocked tasks
 # and CPUs to <kernel>-<mode>-dmesg.log. The guest's kernel console goes to
