@@ -61,6 +61,8 @@ def main(argv: list[str]) -> int:
         fail(str(err), EXIT_FAILURE)
     except KeyboardInterrupt:
         fail("interrupted before tracing started", 128 + signal.SIGINT)
+    for warning in loaded.warnings():
+        print(f"capability-exporter trace: warning: {warning}", file=sys.stderr)
     return tracer.run(loaded)
 
 

@@ -20,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core import privileges
+from exporter.ebpf import kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "workload.py"
@@ -49,6 +50,11 @@ def free_port() -> int:
 def mode_under_test() -> Optional[str]:
     """The attach mode the kernel matrix is testing (CAPEXP_TEST_MODE); None means the default, auto."""
     return os.environ.get("CAPEXP_TEST_MODE") or None
+
+
+def fexit_can_lose_checks() -> bool:
+    """Whether this run tests fexit mode on a kernel that preempts tracing programs (7.2)."""
+    return mode_under_test() == "fexit" and kernel.preemption()[0] in kernel.PREEMPTIBLE
 
 
 def expected_modes() -> list[str]:

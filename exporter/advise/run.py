@@ -379,7 +379,7 @@ def read_profile(loaded: probes.Loaded, noaudit: str) -> RunResult:
         changes=[c for c in profile.read_changes(maps["changes"]) if c.comm != SETUP_COMM],
         held=capabilities.decode(held),
     )
-    return RunResult(result, _warnings(maps))
+    return RunResult(result, loaded.warnings() + _warnings(maps))
 
 
 def _warnings(maps: dict[str, BpfMap]) -> list[str]:

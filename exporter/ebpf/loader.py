@@ -110,6 +110,8 @@ def _answer(pid: int, sock: socket.socket) -> tuple[dict, list[int]]:
     meta = json.loads(message)
     if meta.get("compiler_output"):
         log.debug("BCC said: %s", meta["compiler_output"])
+    for level, message in meta.get("notes", []):
+        log.log(level, "%s", message)
     return meta, fds
 
 
@@ -132,7 +134,7 @@ def _child(sock: socket.socket, job: Callable[[Any], probes.Loaded]) -> None:
         maps, programs, links = loaded.map_fds(), loaded.program_fds(), loaded.link_fds()
         fds = list(maps.values()) + list(programs.values()) + links
         meta = {"mode": loaded.mode, "maps": list(maps), "programs": list(programs), "links": len(links)}
-        meta["reasons"] = loaded.reasons
+        meta["reasons"], meta["notes"] = loaded.reasons, loaded.notes
     except LoadError as err:
         meta = {"error": str(err), "reasons": err.reasons}
     except BaseException as err:  # the parent must get an answer whatever went wrong

@@ -16,8 +16,6 @@ from exporter.config import Config
 from exporter.core import changes, reasons
 from exporter.ebpf import bpf_syscall, btf, kallsyms, kernel
 
-log = logging.getLogger(__name__)
-
 AUTO_ORDER = ("fexit", "kprobe", "tracepoint")
 # Where the kernel preempts tracing programs, a fexit run can be preempted; until it resumes
 # the trampoline skips that program for every other thread on the CPU (a recursion miss, an
@@ -211,11 +209,18 @@ def _try_empty_fexit(function: str) -> None:
 
 @dataclass
 class Loaded:
-    """Compiled and attached BCC modules, and why the modes tried before the one used failed."""
+    """Compiled and attached BCC modules, and why the modes tried before the one used failed.
+
+    notes: (logging level, message) for whoever started the load to log or print. They cannot
+    be logged where the load runs: its fd 2 is the compiler's log (captured_stderr)."""
 
     mode: str
     modules: list[Any]
     reasons: dict[str, str] = field(default_factory=dict)
+    notes: list[tuple[int, str]] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        return [message for level, message in self.notes if level >= logging.WARNING]
 
     def map_fds(self, names: tuple[str, ...] = SERVED_MAPS) -> dict[str, int]:
         """The fds of these maps, from whichever module defines them."""
@@ -268,14 +273,14 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None, 
     preemption = kernel.preemption()
     mode, module, reasons = _first_loaded(candidates(config.probe.mode, preemption), load, compiler_log)
     if module is not None:
-        _note_preemption(config.probe.mode, mode, reasons, preemption)
+        notes = _note_preemption(config.probe.mode, mode, reasons, preemption)
         _fill_filters(module, config, cgroup)
         modules = [module]
         if config.changes.enabled and with_changes:
             modules.append(_load_changes(config, compiler_log, extra))
         if tree is not None:
             modules.append(tree)
-        return Loaded(mode, modules, reasons)
+        return Loaded(mode, modules, reasons, notes)
     if len(reasons) == 1:
         (mode, why), = reasons.items()
         raise LoadError(f"{mode} mode cannot attach: {why}", reasons)
@@ -283,16 +288,19 @@ def attach_first(config: Config, compiler_log, extra: Optional[Defines] = None, 
     raise LoadError(f"no attach mode worked ({summary})", reasons)
 
 
-def _note_preemption(configured: str, mode: str, reasons: dict[str, str], preemption: tuple[str, str]) -> None:
-    """Say why auto passed over fexit, or warn that a configured fexit can lose checks."""
+def _note_preemption(configured: str, mode: str, reasons: dict[str, str],
+                     preemption: tuple[str, str]) -> list[tuple[int, str]]:
+    """Say why auto passed over fexit (in reasons); the notes for a fexit that can lose checks."""
     caveat = fexit_caveat(preemption)
     if caveat and configured == "auto" and "fexit" not in reasons and mode != "fexit":
         reasons["fexit"] = f"tried after kprobe: {caveat}"
     elif caveat and mode == "fexit":
-        log.warning("fexit mode: %s", caveat)
+        return [(logging.WARNING, f"fexit mode: {caveat}")]
     elif not preemption[0] and mode == "fexit":
-        log.info("preemption model unknown (%s): if the kernel preempts tracing programs, fexit "
-                 "mode can miss checks (capability_exporter_bpf_program_recursion_misses_total)", preemption[1])
+        return [(logging.INFO, f"preemption model unknown ({preemption[1]}): if the kernel preempts tracing "
+                               "programs, fexit mode can miss checks "
+                               "(capability_exporter_bpf_program_recursion_misses_total)")]
+    return []
 
 
 def _first_loaded(names: Iterable[str], load: Callable[[str], Any],

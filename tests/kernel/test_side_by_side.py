@@ -15,6 +15,8 @@ from support import (NOBODY, checks_of, expected_modes, run_command, run_workers
                      workload_command)
 
 VERBOSE = {"probe": {"count_noaudit": True}}
+# The start of probes.fexit_caveat(): what a configured fexit is warned of where it can lose checks.
+CAVEAT = "fexit mode: the kernel preempts tracing programs"
 N_SETUID = 1000
 N_CHOWN = 200
 N_READS = 30
@@ -69,19 +71,28 @@ def test_every_mode_counts_the_same_workload_alike(start_exporter, root_owned_fi
     assert checks[(Path(true_copy).name, "CAP_SYS_ADMIN")] > 0, "an unprivileged exec makes non-audited CAP_SYS_ADMIN checks"
 
 
-def _run_report(tmp_path, mode, root_owned_file, true_copy, comms) -> dict:
+def _run_report(tmp_path, mode, root_owned_file, true_copy, comms) -> tuple[dict, str]:
     steps = [f"{comms[0]}=chown:{N_CHOWN}:{root_owned_file}", f"{comms[1]}=read:{N_READS}:/proc/1/stat"]
     code, text, err = run_command(tmp_path, workload_command(*steps, user=NOBODY, program=true_copy),
                                   "--probe.mode", mode, name=mode)
     assert code == 0, err
-    return json.loads(text)
+    return json.loads(text), err
+
+
+def _preemptible() -> bool:
+    model, source = kernel.preemption()
+    assert model, f"the matrix's guests mount debugfs, so the preemption model is known ({source})"
+    return model in kernel.PREEMPTIBLE
 
 
 @pytest.mark.any_mode
 @pytest.mark.side_by_side("fexit", "tracepoint")
 def test_run_infers_in_tracepoint_mode_which_checks_fexit_sees_are_not_audited(tmp_path, root_owned_file, true_copy):
     comms = [unique_comm("cd"), unique_comm("rd")]
-    reports = {mode: _run_report(tmp_path, mode, root_owned_file, true_copy, comms) for mode in ("fexit", "tracepoint")}
+    runs = {mode: _run_report(tmp_path, mode, root_owned_file, true_copy, comms) for mode in ("fexit", "tracepoint")}
+    reports = {mode: report for mode, (report, _) in runs.items()}
+    # run names the loss a preemptible kernel can cause when it is told to use fexit.
+    assert (f"capability-exporter run: warning: {CAVEAT}" in runs["fexit"][1]) == _preemptible(), runs["fexit"][1]
     assert reports["fexit"]["noaudit"] == "included"
     assert reports["tracepoint"]["noaudit"] == "inferred"
     for comm in [*comms, Path(true_copy).name]:
@@ -108,15 +119,13 @@ def test_threads_at_once_auto_counts_them_all_and_fexit_shows_what_it_lost(start
     the mode auto did not pick. Where the kernel preempts tracing programs (7.2: lazy), a
     preempted fexit run makes the kernel skip other threads' checks on that CPU: auto then
     picks kprobe, and whatever fexit does not count it reports as recursion misses."""
-    model, source = kernel.preemption()
-    assert model, f"the matrix's guests mount debugfs, so the preemption model is known ({source})"
-    preemptible = model in kernel.PREEMPTIBLE
+    preemptible = _preemptible()
     chosen, other = ("kprobe", "fexit") if preemptible else ("fexit", "kprobe")
     labels = {"labels": {"process": True}}
     auto = start_exporter(labels, "--probe.mode", "auto")
     fixed = start_exporter(labels, "--probe.mode", other)
     (info,) = auto.series("capability_exporter_probe_info")
-    assert dict(info)["mode"] == chosen, f"preemption model {model} ({source})"
+    assert dict(info)["mode"] == chosen, kernel.preemption()
     fexit = auto if chosen == "fexit" else fixed
     missed_before = _fexit_misses(fexit)
     run_workers(workers, "1000", "at-once")
@@ -131,3 +140,10 @@ def test_threads_at_once_auto_counts_them_all_and_fexit_shows_what_it_lost(start
     assert all(seen_by_fexit.get(comm, 0) <= 1000 for comm in every), seen_by_fexit
     # Misses can include other programs' checks skipped meanwhile, never fewer than ours.
     assert 0 <= lost <= missed, f"fexit lost {lost} of 4000 checks but reported {missed} misses"
+
+    # Each log says why: auto why it passed over fexit, a configured fexit what it can lose.
+    auto.stop()
+    fixed.stop()
+    passed_over = "attach mode fexit not used: tried after kprobe: the kernel preempts tracing programs"
+    assert (passed_over in auto.stderr) == preemptible, auto.stderr
+    assert (f'level=warn source=exporter.ebpf.loader msg="{CAVEAT}' in fixed.stderr) == preemptible, fixed.stderr

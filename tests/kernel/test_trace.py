@@ -13,7 +13,11 @@ from typing import Iterator
 
 import pytest
 
-from support import ROOT, exporter_command, run_workload, stop_process, unique_comm, workload_command
+from support import (ROOT, exporter_command, fexit_can_lose_checks, run_workload, stop_process, unique_comm,
+                     workload_command)
+
+
+WARNING = "capability-exporter trace: warning: "
 
 
 class Trace:
@@ -28,7 +32,11 @@ class Trace:
         )
 
     def wait_ready(self) -> Trace:
+        self.warnings = []  # what trace warned of before it started tracing
         line = self.proc.stderr.readline()
+        while line.startswith(WARNING):
+            self.warnings.append(line.removeprefix(WARNING).strip())
+            line = self.proc.stderr.readline()
         assert "Hit Ctrl-C to end" in line, line + self.proc.stderr.read()
         return self
 
@@ -68,6 +76,9 @@ def test_text_output_shows_the_denied_check_and_the_capset_change(start_trace, r
     assert "syscall: capset" in out
     assert "-CAP_CHOWN -CAP_NET_RAW" in out
     assert "lost 0 check events and 0 change events" in err
+    # Told to use fexit where a preempted fexit run loses other threads' checks, trace says so.
+    warned = [w for w in trace.warnings if w.startswith("fexit mode: the kernel preempts tracing programs")]
+    assert trace.warnings == warned and bool(warned) == fexit_can_lose_checks(), trace.warnings
 
 
 def test_json_output_parses_and_change_sets_match_proc_status(start_trace, root_owned_file):

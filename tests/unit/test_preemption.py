@@ -1,6 +1,8 @@
 """The kernel's preemption model, from debugfs, uname -v, preempt= and the build config, and the
 attach order auto takes from it (fexit loses checks where tracing programs are preemptible)."""
 
+import logging
+
 import pytest
 
 from exporter.ebpf import kernel, probes
@@ -58,18 +60,29 @@ def test_the_caveat_names_the_model_and_the_metric_that_shows_the_loss():
 
 def test_auto_says_why_it_passed_over_fexit():
     reasons = {}
-    probes._note_preemption("auto", "kprobe", reasons, ("lazy", "debugfs"))
+    assert probes._note_preemption("auto", "kprobe", reasons, ("lazy", "debugfs")) == []
     assert reasons["fexit"].startswith("tried after kprobe: the kernel preempts tracing programs")
     failed = {"fexit": "the kernel refused to load the program (EPERM)"}
     probes._note_preemption("auto", "tracepoint", failed, ("lazy", "debugfs"))
     assert failed == {"fexit": "the kernel refused to load the program (EPERM)"}
 
 
-def test_a_configured_fexit_is_kept_with_a_warning(caplog):
+def test_a_configured_fexit_is_kept_with_a_warning_for_whoever_loaded_it():
     reasons = {}
-    probes._note_preemption("fexit", "fexit", reasons, ("full", "preempt= on the kernel command line"))
+    notes = probes._note_preemption("fexit", "fexit", reasons, ("full", "preempt= on the kernel command line"))
     assert reasons == {}
-    assert "fexit mode: the kernel preempts tracing programs (preemption model full" in caplog.text
+    (level, message), = notes
+    assert level == logging.WARNING
+    assert message.startswith("fexit mode: the kernel preempts tracing programs (preemption model full")
+    loaded = probes.Loaded("fexit", [], reasons, notes)
+    assert loaded.warnings() == [message]
+
+
+def test_an_unknown_preemption_model_is_a_note_not_a_warning():
+    notes = probes._note_preemption("auto", "fexit", {}, ("", "no debugfs, no kernel config"))
+    assert [level for level, _ in notes] == [logging.INFO]
+    assert probes.Loaded("fexit", [], {}, notes).warnings() == []
+    assert probes._note_preemption("auto", "fexit", {}, ("voluntary", "the kernel config")) == []
 
 
 def test_change_tracking_follows_autos_order_unless_a_mode_is_named():
