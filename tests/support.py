@@ -57,6 +57,19 @@ def fexit_can_lose_checks() -> bool:
     return mode_under_test() == "fexit" and kernel.preemption()[0] in kernel.PREEMPTIBLE
 
 
+TRACE_WARNING = "capability-exporter trace: warning: "
+
+
+def trace_started(stderr) -> list[str]:
+    """Read a starting trace's stderr up to its "Hit Ctrl-C" line; the warnings it printed before that."""
+    warnings, line = [], stderr.readline()
+    while line.startswith(TRACE_WARNING):
+        warnings.append(line.removeprefix(TRACE_WARNING).strip())
+        line = stderr.readline()
+    assert "Hit Ctrl-C to end" in line, line + stderr.read()
+    return warnings
+
+
 def expected_modes() -> list[str]:
     """The attach modes the kernel matrix says this kernel must attach (CAPEXP_EXPECTED_MODES), in its order."""
     return os.environ.get("CAPEXP_EXPECTED_MODES", "").split()

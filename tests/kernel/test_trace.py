@@ -13,11 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from support import (ROOT, exporter_command, fexit_can_lose_checks, run_workload, stop_process, unique_comm,
-                     workload_command)
-
-
-WARNING = "capability-exporter trace: warning: "
+from support import (ROOT, exporter_command, fexit_can_lose_checks, run_workload, stop_process, trace_started,
+                     unique_comm, workload_command)
 
 
 class Trace:
@@ -32,12 +29,7 @@ class Trace:
         )
 
     def wait_ready(self) -> Trace:
-        self.warnings = []  # what trace warned of before it started tracing
-        line = self.proc.stderr.readline()
-        while line.startswith(WARNING):
-            self.warnings.append(line.removeprefix(WARNING).strip())
-            line = self.proc.stderr.readline()
-        assert "Hit Ctrl-C to end" in line, line + self.proc.stderr.read()
+        self.warnings = trace_started(self.proc.stderr)
         return self
 
     def stop(self) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from exporter.core import profile
-from support import HANG_TIMEOUT, NOBODY, ROOT, exporter_command, run_workload, unique_comm
+from support import HANG_TIMEOUT, NOBODY, ROOT, exporter_command, run_workload, trace_started, unique_comm
 
 SETPRIV_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 CHOWN_TO = "65533"
@@ -313,7 +313,7 @@ def test_trace_shows_the_syscall_of_a_setuid_and_a_chown(public_dir, root_owned_
     trace = subprocess.Popen(exporter_command("trace", "--json", "--no-changes", "-c", comm), cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "Hit Ctrl-C" in trace.stderr.readline()
+        trace_started(trace.stderr)
         run_workload(f"{comm}=setuid:2")
         chown = public_dir / comm  # exec names the thread after the file
         shutil.copy("/usr/bin/chown", chown)
@@ -336,7 +336,7 @@ def test_trace_without_verbose_shows_no_non_audited_check_of_an_unprivileged_exe
               for verbose in (False, True)}
     try:
         for trace in traces.values():
-            assert "Hit Ctrl-C" in trace.stderr.readline()
+            trace_started(trace.stderr)
         subprocess.run([*SETPRIV_NOBODY, true_copy], check=True, timeout=60)
     finally:
         for trace in traces.values():
