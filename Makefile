@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 
 # Kernels for make test-kernels: a release in /boot (vmlinuz-<release>), or a release or
 # series (5.10, 6.12, 7.2) that make kernel-images fetches from Debian into .kernels/.
-# All four take about four hours on 2 CPUs (three with PORTABILITY="5.10 6.12");
+# All four take two and a half hours or more on 2 CPUs with PORTABILITY="5.10 6.12";
 # .ci/run picks its own (docs/kernel-matrix.md).
 KERNELS ?= 6.1 5.10 6.12 7.2
 # Of KERNELS, those that run only the portability subset (PORTABILITY in tests/kernel_matrix.py).
