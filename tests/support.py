@@ -52,6 +52,10 @@ def mode_under_test() -> Optional[str]:
     return os.environ.get("CAPEXP_TEST_MODE") or None
 
 
+# The start of probes.fexit_caveat(): what a configured fexit is warned of where it can lose checks.
+FEXIT_CAVEAT = "fexit mode: the kernel preempts tracing programs"
+
+
 def fexit_can_lose_checks() -> bool:
     """Whether this run tests fexit mode on a kernel that preempts tracing programs (7.2)."""
     return mode_under_test() == "fexit" and kernel.preemption()[0] in kernel.PREEMPTIBLE

@@ -11,12 +11,10 @@ from typing import Optional
 import pytest
 
 from exporter.ebpf import kernel
-from support import (NOBODY, checks_of, expected_modes, run_command, run_workers, run_workload, unique_comm,
+from support import (FEXIT_CAVEAT, NOBODY, checks_of, expected_modes, run_command, run_workers, run_workload, unique_comm,
                      workload_command)
 
 VERBOSE = {"probe": {"count_noaudit": True}}
-# The start of probes.fexit_caveat(): what a configured fexit is warned of where it can lose checks.
-CAVEAT = "fexit mode: the kernel preempts tracing programs"
 N_SETUID = 1000
 N_CHOWN = 200
 N_READS = 30
@@ -92,7 +90,7 @@ def test_run_infers_in_tracepoint_mode_which_checks_fexit_sees_are_not_audited(t
     runs = {mode: _run_report(tmp_path, mode, root_owned_file, true_copy, comms) for mode in ("fexit", "tracepoint")}
     reports = {mode: report for mode, (report, _) in runs.items()}
     # run names the loss a preemptible kernel can cause when it is told to use fexit.
-    assert (f"capability-exporter run: warning: {CAVEAT}" in runs["fexit"][1]) == _preemptible(), runs["fexit"][1]
+    assert (f"capability-exporter run: warning: {FEXIT_CAVEAT}" in runs["fexit"][1]) == _preemptible(), runs["fexit"][1]
     assert reports["fexit"]["noaudit"] == "included"
     assert reports["tracepoint"]["noaudit"] == "inferred"
     for comm in [*comms, Path(true_copy).name]:
@@ -146,4 +144,4 @@ def test_threads_at_once_auto_counts_them_all_and_fexit_shows_what_it_lost(start
     fixed.stop()
     passed_over = "attach mode fexit not used: tried after kprobe: the kernel preempts tracing programs"
     assert (passed_over in auto.stderr) == preemptible, auto.stderr
-    assert (f'level=warn source=exporter.ebpf.loader msg="{CAVEAT}' in fixed.stderr) == preemptible, fixed.stderr
+    assert (f'level=warn source=exporter.ebpf.loader msg="{FEXIT_CAVEAT}' in fixed.stderr) == preemptible, fixed.stderr

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from support import (ROOT, exporter_command, fexit_can_lose_checks, run_workload, stop_process, trace_started,
+from support import (FEXIT_CAVEAT, ROOT, exporter_command, fexit_can_lose_checks, run_workload, stop_process, trace_started,
                      unique_comm, workload_command)
 
 
@@ -69,7 +69,7 @@ def test_text_output_shows_the_denied_check_and_the_capset_change(start_trace, r
     assert "-CAP_CHOWN -CAP_NET_RAW" in out
     assert "lost 0 check events and 0 change events" in err
     # Told to use fexit where a preempted fexit run loses other threads' checks, trace says so.
-    warned = [w for w in trace.warnings if w.startswith("fexit mode: the kernel preempts tracing programs")]
+    warned = [w for w in trace.warnings if w.startswith(FEXIT_CAVEAT)]
     assert trace.warnings == warned and bool(warned) == fexit_can_lose_checks(), trace.warnings
 
 
