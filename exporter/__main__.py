@@ -2,6 +2,6 @@
 
 import sys
 
-from exporter.cli import main
+from exporter.command import main
 
 sys.exit(main())

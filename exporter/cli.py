@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import re
 import ssl
@@ -29,7 +28,6 @@ log = logging.getLogger("exporter")
 DEFAULT_LISTEN = ":9661"
 DEFAULT_CONFIG = "config/default.yaml"
 LOG_LEVELS = ("debug", "info", "warn", "error")
-SUBCOMMANDS = {"trace": "exporter.trace", "run": "exporter.advise.run", "recommend": "exporter.advise.recommend"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -144,10 +142,8 @@ def _attach(cfg: config.Config) -> tuple[loader.Attachment, dict[str, BpfMap]]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
-    args = parser().parse_args(argv)
+    """The exporter: serve, or --config.check (exporter.command hands subcommands elsewhere)."""
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.log_level)
     cfg = _load_config(args)
     if args.config_check:
